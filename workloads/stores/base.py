@@ -137,7 +137,9 @@ class Store(ABC):
         """Return the record's fields (all when `fields` is None), or None if absent."""
 
     @abstractmethod
-    def scan(self, start_key: str, count: int, fields: Sequence[str] | None = None) -> list[tuple[str, Record]]:
+    def scan(
+        self, start_key: str, count: int, fields: Sequence[str] | None = None
+    ) -> list[tuple[str, Record]]:
         """Return up to `count` records from `start_key` in the store's `scan_order`."""
 
     @abstractmethod

@@ -1,0 +1,212 @@
+"""Redis (and Valkey) through redis-py.
+
+URL: ``redis://[[user]:password@]host[:6379][/db]``, or ``rediss://`` for TLS. The
+database number is the URL path (default 0).
+
+Layout, as YCSB's Redis binding keeps it: each record is a hash at
+``<namespace>:<key>``; a sorted set ``<namespace>:__index`` holds every key with score 0,
+so ZRANGEBYLEX walks the keys in byte order. A marker key ``<namespace>:__optistack__``
+says OptiStack created the namespace; provision and teardown refuse to touch a namespace
+without it.
+
+Scan order: KEY. ``scan`` reads up to N keys from the index with ZRANGEBYLEX starting
+at ``[start_key`` and fetches their hashes in one pipeline. YCSB's binding orders its
+index by a hash of the key instead, which makes its scans a random walk; a
+lexicographic index gives the key order the SQL stores and MongoDB give.
+
+Bulk path: non-transactional pipelines of ~1000 records (one HSET per record, one ZADD
+per batch for the index).
+
+Timeouts: ``socket_connect_timeout`` = ``connect_timeout_s``; ``socket_timeout`` =
+``operation_timeout_s`` for every command. redis-py's automatic retry is switched off so
+a slow or failed operation is measured and counted as such, never silently repeated.
+
+Caveats: insert (HSET + ZADD) and delete (DEL + ZREM) are one round trip but not
+atomic; a scan racing a delete can meet an index entry whose hash is already gone, and
+skips it. Redis Cluster is not supported (the index is one key). Teardown deletes with
+SCAN + UNLINK, never FLUSHDB, so other data in the same database is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from workloads.errors import OptiStackError
+from workloads.stores import register
+from workloads.stores.base import Record, ScanOrder, ServerInfo, Store, StoreSettings, check_url, redact_url
+
+BATCH_SIZE = 1000  # records per pipeline: big enough to amortise round trips, small enough to bound memory
+INDEX_SUFFIX = "__index"
+MARKER_SUFFIX = "__optistack__"
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+@register
+class RedisStore(Store):
+    """Records as hashes plus a lexicographic key index (YCSB's Redis layout)."""
+
+    name = "redis"
+    scan_order = ScanOrder.KEY
+    url_schemes = ("redis", "rediss")
+    example_url = "redis://[:password@]host:6379/0 (or rediss:// for TLS)"
+
+    _client: redis.Redis | None = None
+
+    def __init__(self, url: str, settings: StoreSettings) -> None:
+        super().__init__(url, settings)
+        ns = settings.namespace
+        self._prefix = f"{ns}:"
+        self._index = f"{ns}:{INDEX_SUFFIX}"
+        self._marker = f"{ns}:{MARKER_SUFFIX}"
+        # SCAN MATCH is a glob: escape the namespace so only its own keys match.
+        self._match = re.sub(r"([*?\[\]\\])", r"\\\1", ns) + ":*"
+
+    # -- lifecycle ---------------------------------------------------------
+    def _open(self) -> None:
+        parts = check_url(type(self), self.url)
+        db_path = parts.path.lstrip("/")
+        if db_path and not db_path.isdigit():
+            raise OptiStackError(
+                f"redis URL {redact_url(self.url)!r} has database {db_path!r}; the path must be "
+                f"a database number, as in {self.example_url}"
+            )
+        self._client = redis.Redis.from_url(
+            self.url,
+            decode_responses=True,
+            socket_connect_timeout=self.settings.connect_timeout_s,
+            socket_timeout=self.settings.operation_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            self._client.ping()  # from_url is lazy; make an unreachable server fail here
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def server_info(self) -> ServerInfo:
+        """Product and version from INFO server; Valkey also answers redis_version, so check it first."""
+        info = self._client.info("server")
+        if info.get("server_name") == "valkey" or "valkey_version" in info:
+            return ServerInfo("Valkey", str(info.get("valkey_version", info.get("redis_version", "unknown"))))
+        return ServerInfo("Redis", str(info.get("redis_version", "unknown")))
+
+    # -- namespace ---------------------------------------------------------
+    def _any_namespace_key(self) -> bool:
+        return next(self._client.scan_iter(match=self._match, count=1000), None) is not None
+
+    def _unlink_namespace(self) -> None:
+        # The marker goes last: an interrupted teardown can be repeated.
+        for keys in _chunks(
+            (k for k in self._client.scan_iter(match=self._match, count=1000) if k != self._marker),
+            BATCH_SIZE,
+        ):
+            self._client.unlink(*keys)
+        self._client.unlink(self._marker)
+
+    def provision(self) -> None:
+        """Empty the namespace (if it is OptiStack's) and set the marker key."""
+        if not self._client.exists(self._marker):
+            if self._any_namespace_key():
+                raise OptiStackError(
+                    f"redis database already has keys under {self._prefix!r} without OptiStack's "
+                    f"marker key {self._marker!r}: OptiStack will not touch data it did not create. "
+                    "Choose another namespace or remove those keys yourself."
+                )
+        else:
+            self._unlink_namespace()
+        self._client.set(
+            self._marker,
+            json.dumps({"created_by": "optistack", "field_count": self.settings.field_count}),
+        )
+
+    def teardown(self) -> None:
+        """Unlink the namespace's keys and its marker; a namespace without the marker is left alone."""
+        if self._client.exists(self._marker):
+            self._unlink_namespace()
+
+    # -- seeding -----------------------------------------------------------
+    def load(self, records: Iterable[tuple[str, Record]]) -> int:
+        """Seed through non-transactional pipelines of BATCH_SIZE records."""
+        loaded = 0
+        prefix = self._prefix
+        for chunk in _chunks(records, BATCH_SIZE):
+            pipe = self._client.pipeline(transaction=False)
+            for key, values in chunk:
+                pipe.hset(prefix + key, mapping=values)
+            pipe.zadd(self._index, dict.fromkeys((key for key, _ in chunk), 0))
+            pipe.execute()
+            loaded += len(chunk)
+        return loaded
+
+    def count(self) -> int:
+        """Records in the key index."""
+        return self._client.zcard(self._index)
+
+    # -- operations --------------------------------------------------------
+    def read(self, key: str, fields: Sequence[str] | None = None) -> Record | None:
+        """HGETALL (all fields) or HMGET; None when the hash does not exist."""
+        if fields is None:
+            return self._client.hgetall(self._prefix + key) or None
+        values = self._client.hmget(self._prefix + key, fields)
+        record = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+        # A missing hash answers all-nil; YCSB records always carry every field.
+        return record or None
+
+    def scan(
+        self, start_key: str, count: int, fields: Sequence[str] | None = None
+    ) -> list[tuple[str, Record]]:
+        """Up to `count` records in key order from `start_key`: ZRANGEBYLEX, then one pipeline of reads."""
+        keys = self._client.zrangebylex(self._index, "[" + start_key, "+", start=0, num=count)
+        if not keys:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            if fields is None:
+                pipe.hgetall(self._prefix + key)
+            else:
+                pipe.hmget(self._prefix + key, fields)
+        result = []
+        for key, values in zip(keys, pipe.execute(), strict=True):
+            record = (
+                values
+                if fields is None
+                else {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+            )
+            if record:  # empty: deleted between the index read and the hash read
+                result.append((key, record))
+        return result
+
+    def update(self, key: str, values: Record) -> None:
+        """HSET of the given fields."""
+        self._client.hset(self._prefix + key, mapping=values)
+
+    def insert(self, key: str, values: Record) -> None:
+        """HSET + ZADD in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(self._prefix + key, mapping=values)
+        pipe.zadd(self._index, {key: 0})
+        pipe.execute()
+
+    def delete(self, key: str) -> None:
+        """DEL + ZREM in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(self._prefix + key)
+        pipe.zrem(self._index, key)
+        pipe.execute()
