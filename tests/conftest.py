@@ -80,8 +80,19 @@ class ServerPool:
             port = free_port()
             self._spawn(
                 "nx-27017",
-                [str(BIN / "nx-27017"), "--db", "memory", "--host", "127.0.0.1", "-p", str(port),
-                 "--log-file", str(self.tmp / "nx.log"), "--pid-file", str(self.tmp / "nx.pid")],
+                [
+                    str(BIN / "nx-27017"),
+                    "--db",
+                    "memory",
+                    "--host",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "--log-file",
+                    str(self.tmp / "nx.log"),
+                    "--pid-file",
+                    str(self.tmp / "nx.pid"),
+                ],
                 port,
             )
             self.urls["nx"] = f"mongodb://127.0.0.1:{port}/optistack_test"
@@ -107,7 +118,10 @@ def _candidates(pool: ServerPool) -> dict[str, tuple]:
         "postgres": (lambda: _env("postgres", "postgresql://postgres@127.0.0.1:5432/postgres"), None),
         "mysql": (lambda: _env("mysql", "mysql://root@127.0.0.1:3306/test"), None),
         "redis": (lambda: _env("redis", "redis://127.0.0.1:6379/1"), None),
-        "dynamodb": (lambda: _env("dynamodb", None) or pool.moto(), "moto server (DynamoDB-compatible endpoint)"),
+        "dynamodb": (
+            lambda: _env("dynamodb", None) or pool.moto(),
+            "moto server (DynamoDB-compatible endpoint)",
+        ),
         "mongodb": (
             lambda: _env("mongodb", None) or pool.nx27017(),
             "nx-27017 (MongoDB wire-protocol stand-in on SQLite, not MongoDB)",

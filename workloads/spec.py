@@ -57,16 +57,12 @@ class WorkloadSpec(BaseModel):
     @classmethod
     def _normalise_operations(cls, value: Any) -> dict[str, float]:
         if not isinstance(value, dict) or not value:
-            raise ValueError(
-                "operations must be a mapping such as {read: 0.5, update: 0.5}"
-            )
+            raise ValueError("operations must be a mapping such as {read: 0.5, update: 0.5}")
         out: dict[str, float] = {}
         for raw_name, share in value.items():
             name = OPERATION_ALIASES.get(str(raw_name).lower(), str(raw_name).lower())
             if name not in OPERATIONS:
-                raise ValueError(
-                    f"unknown operation {raw_name!r}; use one of {', '.join(OPERATIONS)}"
-                )
+                raise ValueError(f"unknown operation {raw_name!r}; use one of {', '.join(OPERATIONS)}")
             try:
                 share = float(share)
             except (TypeError, ValueError):
@@ -83,9 +79,7 @@ class WorkloadSpec(BaseModel):
     @classmethod
     def _known_distribution(cls, value: str) -> str:
         if value not in DISTRIBUTIONS:
-            raise ValueError(
-                f"unknown request_distribution {value!r}; use one of {', '.join(DISTRIBUTIONS)}"
-            )
+            raise ValueError(f"unknown request_distribution {value!r}; use one of {', '.join(DISTRIBUTIONS)}")
         return value
 
     @model_validator(mode="after")
@@ -107,7 +101,9 @@ class WorkloadSpec(BaseModel):
         return self.field_count * self.field_length
 
 
-def _core(name: str, description: str, operations: dict[str, float], distribution: str, **extra: Any) -> WorkloadSpec:
+def _core(
+    name: str, description: str, operations: dict[str, float], distribution: str, **extra: Any
+) -> WorkloadSpec:
     return WorkloadSpec(
         name=name,
         description=description,

@@ -113,24 +113,23 @@ def test_server_info_comes_from_the_server(store: Store) -> None:
 def test_teardown_removes_only_its_own_namespace(name: str, store_server) -> None:
     """Teardown of one namespace leaves a neighbour namespace untouched and nothing of
     its own behind. (Each store's own test module checks a user's non-OptiStack object.)"""
-    if True:
-        target = store_server(name)
-        cls = get_store(name)
-        mine = cls.connect(target.url, StoreSettings(namespace="optistack_teardown_a", field_count=2))
-        other = cls.connect(target.url, StoreSettings(namespace="optistack_teardown_b", field_count=2))
-        try:
-            for conn in (mine, other):
-                conn.provision()
-                conn.load((key(i), {"field0": "a", "field1": "b"}) for i in range(5))
-            mine.teardown()
-            assert other.count() == 5
-            mine.provision()
-            assert mine.count() == 0
-            mine.teardown()
-        finally:
-            other.teardown()
-            mine.close()
-            other.close()
+    target = store_server(name)
+    cls = get_store(name)
+    mine = cls.connect(target.url, StoreSettings(namespace="optistack_teardown_a", field_count=2))
+    other = cls.connect(target.url, StoreSettings(namespace="optistack_teardown_b", field_count=2))
+    try:
+        for conn in (mine, other):
+            conn.provision()
+            conn.load((key(i), {"field0": "a", "field1": "b"}) for i in range(5))
+        mine.teardown()
+        assert other.count() == 5
+        mine.provision()
+        assert mine.count() == 0
+        mine.teardown()
+    finally:
+        other.teardown()
+        mine.close()
+        other.close()
 
 
 def test_namespace_must_be_optistack_prefixed() -> None:

@@ -1,0 +1,237 @@
+"""The `optistack` command (also `python -m workloads`).
+
+Mistakes a user can fix print one message and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from workloads.errors import OptiStackError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optistack",
+        description="Benchmark data stores with YCSB workloads driven by Locust.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="provision, seed, load, validate and write results for each store")
+    run.add_argument(
+        "--store",
+        dest="stores",
+        action="append",
+        required=True,
+        metavar="STORE",
+        help="a store to benchmark (repeat for several): postgres, mysql, redis, mongodb, "
+        "dynamodb, cassandra, cockroachdb",
+    )
+    run.add_argument("--workload", default="a", help="core workload a-f or a YAML file (default: a)")
+    run.add_argument(
+        "--records", dest="record_count", type=int, help="records to seed (default: the workload's)"
+    )
+    run.add_argument("--field-count", type=int, help="fields per record (default 10)")
+    run.add_argument("--field-length", type=int, help="bytes per field (default 100)")
+    run.add_argument(
+        "--duration", dest="duration_s", type=float, default=30.0, help="measured seconds (default 30)"
+    )
+    run.add_argument(
+        "--warmup",
+        dest="warmup_s",
+        type=float,
+        default=5.0,
+        help="seconds run before measuring, excluded from results (default 5)",
+    )
+    run.add_argument("--users", type=int, default=16, help="concurrent clients in total (default 16)")
+    run.add_argument("--spawn-rate", type=float, help="users started per second (default: all in 1 s)")
+    run.add_argument(
+        "--target-rate",
+        type=float,
+        help="total ops/s to hold (open loop, coordinated omission corrected); omit for closed loop",
+    )
+    run.add_argument("--processes", type=int, help="load processes (default: one per core)")
+    run.add_argument("--run-id", help="run id (default: UTC time + random suffix); reusing one replaces it")
+    run.add_argument("--results", help="results root (default: $OPTISTACK_RESULTS or ./results)")
+    run.add_argument(
+        "--url",
+        dest="url_pairs",
+        action="append",
+        default=[],
+        metavar="STORE=URL",
+        help="store endpoint, e.g. postgres=postgresql://user@host/db (else $OPTISTACK_<STORE>_URL)",
+    )
+    run.add_argument("--seed", type=int, default=1, help="random seed for keys and values (default 1)")
+    run.add_argument(
+        "--keep",
+        dest="teardown",
+        action="store_false",
+        help="keep the seeded data instead of dropping it after the run",
+    )
+    run.add_argument(
+        "--insert-order",
+        choices=["hashed", "ordered"],
+        default="hashed",
+        help="YCSB insertorder: hashed keys (default) or ordered keys",
+    )
+    run.add_argument(
+        "--operation-timeout",
+        dest="operation_timeout_s",
+        type=float,
+        default=10.0,
+        help="seconds before one operation counts as failed (default 10)",
+    )
+    run.add_argument(
+        "--connect-timeout",
+        dest="connect_timeout_s",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a store to accept a connection (default 5)",
+    )
+    run.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+
+    report = sub.add_parser("report", help="write the HTML report of a run and the reports index")
+    report.add_argument("--results", help="results root (default: $OPTISTACK_RESULTS or ./results)")
+    report.add_argument("--run-id", help="run to report (default: the newest)")
+
+    stores = sub.add_parser("stores", help="list the stores and whether each configured endpoint answers")
+    stores.add_argument("--url", dest="url_pairs", action="append", default=[], metavar="STORE=URL")
+
+    local = sub.add_parser("local", help="local servers that need no system install")
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.add_argument(
+        "--store",
+        dest="stores",
+        action="append",
+        help="only these (default: postgres, redis, dynamodb, mongodb)",
+    )
+    local.add_argument(
+        "--port",
+        dest="port_pairs",
+        action="append",
+        default=[],
+        metavar="STORE=PORT",
+        help="listen on another port, e.g. --port redis=56380",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `optistack` console script."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return {"run": _run, "report": _report, "stores": _stores, "local": _local}[args.command](args)
+    except OptiStackError as error:
+        print(f"optistack: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("optistack: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from workloads import runner
+    from workloads.config import parse_url_options
+
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in {"command", "url_pairs", "no_report"} and v is not None
+    }
+    options["urls"] = parse_url_options(args.url_pairs)
+    p = runner.plan(options, command=runner.command_line())
+    print(
+        f"run {p.run_id}: workload {p.spec.name} ({p.spec.description or 'custom'}), "
+        f"{p.spec.record_count:,} records, stores {', '.join(p.stores)}",
+        flush=True,
+    )
+    dirs = runner.run(p, log=lambda line: print(line, flush=True))
+    from workloads.summary import print_summary
+
+    failed = print_summary(dirs)
+    if not args.no_report:
+        _write_report(Path(p.results_root), p.run_id)
+    return 1 if failed else 0
+
+
+def _write_report(root: Path, run_id: str) -> None:
+    try:
+        from reports.render import write_report
+    except ImportError:  # the reports package is not installed beside the engine
+        return
+    path = write_report(root, run_id)
+    print(f"report: {path}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from workloads.config import results_root
+
+    root = results_root(args.results)
+    run_id = args.run_id
+    if run_id is None:
+        runs = sorted((root / "runs").glob("run_id=*")) if (root / "runs").is_dir() else []
+        if not runs:
+            raise OptiStackError(
+                f"no runs under {root / 'runs'}: run `optistack run` first or pass --results"
+            )
+        from reports.history import list_runs
+
+        run_id = list_runs(root)[0]["run_id"]
+    elif not (root / "runs" / f"run_id={run_id}").is_dir():
+        raise OptiStackError(f"no run {run_id!r} under {root / 'runs'}")
+    _write_report(root, run_id)
+    return 0
+
+
+def _stores(args: argparse.Namespace) -> int:
+    from workloads.config import parse_url_options, resolve_urls
+    from workloads.stores import get_store, store_names
+    from workloads.stores.base import StoreSettings, redact_url
+
+    explicit = parse_url_options(args.url_pairs)
+    for name in store_names():
+        try:
+            url = resolve_urls([name], explicit)[name]
+        except OptiStackError:
+            print(f"{name:<12} not configured")
+            continue
+        try:
+            with get_store(name).connect(url, StoreSettings(connect_timeout_s=3)) as conn:
+                state = f"answers: {conn.server_info()}"
+        except OptiStackError as error:
+            state = f"does not answer ({str(error).split(': ', 1)[-1][:120]})"
+        print(f"{name:<12} {redact_url(url)}  {state}")
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from workloads import local
+    from workloads.config import state_dir
+
+    directory = state_dir()
+    if args.action == "up":
+        ports = {}
+        for pair in args.port_pairs:
+            store, _, port = pair.partition("=")
+            if not port.isdigit():
+                raise OptiStackError(f"--port {pair!r} must look like --port redis=56380")
+            ports[store] = int(port)
+        servers = local.local_up(directory, args.stores, ports=ports or None)
+        for store, server in servers.items():
+            print(f"{store:<10} {server.url}  ({server.label})")
+        print()
+        print(local.format_env(servers))
+    elif args.action == "down":
+        local.local_down(directory, args.stores)
+        print("local servers stopped")
+    else:
+        for store, status in local.local_status(directory).items():
+            print(f"{store:<10} {status.get('url')}  {'running' if status.get('running') else 'stopped'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The Locust side of a run: the locustfile that `python -m locust -f` loads.
+
+Only the load process imports this module (Locust monkey-patches the interpreter with
+gevent on import). It extends Locust through its published seams only:
+
+- `init_command_line_parser`: the `--optistack-config` argument (JSON). Locust forwards
+  custom arguments to every worker, local (`--processes`) or remote (`--worker`).
+- `test_start` on the master: fixes the measured window (warm-up excluded) in wall-clock
+  time and broadcasts it to the workers, and schedules the stop.
+- `report_to_master` / `worker_report`: workers ship finished seconds of encoded
+  HdrHistograms every few seconds; the master merges them exactly.
+- a custom `optistack_final` message sent from each worker's `test_stop`: the rest of
+  its data. Locust delivers it before the worker's `client_stopped`, and the master's
+  `stop()` waits for every `client_stopped`, so nothing measured is lost at the end.
+- `test_stop` on the master: writes the merged result file and quits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import gevent
+from locust import User, constant, events, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from workloads.driver import LoadConfig, WorkloadDriver
+from workloads.recorder import Aggregator, Recorder, encode
+
+PROGRESS_INTERVAL_S = 5.0
+
+
+class _State:
+    config: LoadConfig | None = None
+    recorder: Recorder | None = None
+    aggregator: Aggregator | None = None
+    window: tuple[int, int] | None = None
+    cpu_samples: list[float] = []
+    process_cpu: dict[str, list[float]] = {}
+    started_wall: float = 0.0
+    written: bool = False
+
+
+STATE = _State()
+
+
+def _config(environment: Any) -> LoadConfig:
+    if STATE.config is None:
+        raw = getattr(environment.parsed_options, "optistack_config", "") or os.environ.get(
+            "OPTISTACK_LOAD_CONFIG", ""
+        )
+        if not raw:
+            raise RuntimeError("the load process needs --optistack-config (the runner passes it)")
+        STATE.config = LoadConfig.model_validate_json(raw)
+    return STATE.config
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--optistack-config",
+        default="",
+        env_var="OPTISTACK_LOAD_CONFIG",
+        help="OptiStack load configuration (JSON); the runner sets it",
+    )
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        expected = runner.environment.parsed_options.expect_workers if runner.environment.parsed_options else 1
+        STATE.aggregator = Aggregator(expected_processes=expected or 1)
+        runner.register_message("optistack_final", _on_final)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message("optistack_window", _on_window)
+
+
+# --- master -----------------------------------------------------------------------
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    config = _config(environment)
+    if isinstance(runner, MasterRunner):
+        now = time.time_ns()
+        start = now + int(config.warmup_s * 1e9)
+        end = start + int(config.duration_s * 1e9)
+        STATE.window = (start, end)
+        STATE.started_wall = time.time()
+        runner.send_message("optistack_window", {"start": start, "end": end})
+        gevent.spawn(_stop_at, runner, end)
+        gevent.spawn(_progress, config)
+    elif isinstance(runner, WorkerRunner) and STATE.recorder is None:
+        # The window message can arrive before the spawn message that fires test_start.
+        STATE.recorder = Recorder()
+
+
+def _stop_at(runner: MasterRunner, end_ns: int) -> None:
+    # A little past the window's end so operations started just before it finish.
+    gevent.sleep(max(0.0, (end_ns - time.time_ns()) / 1e9) + 0.25)
+    runner.stop()
+
+
+def _progress(config: LoadConfig) -> None:
+    """A line every few seconds: elapsed, ops/s, p99 and errors of the last finished second."""
+    while True:
+        gevent.sleep(PROGRESS_INTERVAL_S)
+        if STATE.aggregator is None or STATE.window is None:
+            continue
+        elapsed = time.time() - STATE.started_wall
+        rows = STATE.aggregator.latest_seconds(1)
+        phase = "warm-up" if time.time_ns() < STATE.window[0] else "measuring"
+        if rows:
+            row = rows[-1]
+            p99 = f"{row['latency_p99_us']:,.0f} us" if row["latency_p99_us"] is not None else "-"
+            line = (
+                f"[{config.store}] {elapsed:5.0f}s {phase}: {row['ops']:,} ops/s  p99 {p99}  "
+                f"errors {row['errors']}"
+            )
+        else:
+            line = f"[{config.store}] {elapsed:5.0f}s {phase}"
+        print(f"progress {line}", flush=True)
+
+
+def _on_final(environment: Any, msg: Any, **_: Any) -> None:
+    data = msg.data
+    STATE.aggregator.add(msg.node_id, data["shipment"])
+    STATE.process_cpu[msg.node_id] = data["cpu"]
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
+    shipment = data.get("optistack")
+    if shipment is not None and STATE.aggregator is not None:
+        STATE.aggregator.add(client_id, shipment)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        if STATE.recorder is not None:
+            shipment = STATE.recorder.drain(time.time_ns(), final=True)
+            runner.send_message(
+                "optistack_final",
+                {"shipment": shipment, "cpu": STATE.cpu_samples, "index": runner.worker_index},
+            )
+        return
+    if not isinstance(runner, MasterRunner) or STATE.aggregator is None or STATE.written:
+        return
+    STATE.written = True
+    _write_output(_config(environment))
+    gevent.spawn_later(0.1, runner.quit)
+
+
+def _write_output(config: LoadConfig) -> None:
+    aggregator = STATE.aggregator
+    aggregator.finish_all()
+    start, end = STATE.window or (0, 0)
+    totals = {}
+    for op, total in aggregator.totals.items():
+        totals[op] = {
+            "service": encode(total.service),
+            "intended": encode(total.intended) if total.intended.get_total_count() else None,
+            "errors": total.errors,
+            "error_types": {et: n for (o, et), n in aggregator.error_counts.items() if o == op},
+        }
+    output = {
+        "window": {"start_ns": start, "end_ns": end, "duration_s": (end - start) / 1e9},
+        "totals": totals,
+        "rows": aggregator.rows,
+        "error_examples": [[op, et, msg] for (op, et), msg in aggregator.error_examples.items()],
+        "slowest": aggregator.slowest,
+        "late_samples": aggregator.late_samples,
+        "process_cpu": list(STATE.process_cpu.values()),
+    }
+    tmp = f"{config.output_path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(output, fh)
+    os.replace(tmp, config.output_path)
+    all_ops = sum(r["ops"] for r in aggregator.rows if r["operation"] == "ALL")
+    print(f"progress [{config.store}] load finished: {all_ops:,} operations measured", flush=True)
+
+
+# --- worker -----------------------------------------------------------------------
+def _on_window(environment: Any, msg: Any, **_: Any) -> None:
+    if STATE.recorder is None:
+        STATE.recorder = Recorder()
+    STATE.recorder.set_window(msg.data["start"], msg.data["end"])
+
+
+@events.report_to_master.add_listener
+def _on_report(client_id: str, data: dict[str, Any]) -> None:
+    if STATE.recorder is not None:
+        data["optistack"] = STATE.recorder.drain(time.time_ns())
+    runner = _worker_runner
+    if runner is not None:
+        STATE.cpu_samples.append(runner.current_cpu_usage)
+
+
+_worker_runner: WorkerRunner | None = None
+
+
+@events.init.add_listener
+def _remember_runner(environment: Any, **_: Any) -> None:
+    global _worker_runner
+    if isinstance(environment.runner, WorkerRunner):
+        _worker_runner = environment.runner
+
+
+class OptiStackUser(User):
+    """One YCSB client thread: one store connection, one operation at a time.
+
+    Closed loop: the next operation starts as soon as the previous one ends. Target
+    rate: each user keeps its own schedule at `target_rate / users` ops/s and records
+    latency both from the actual and from the intended start (wrk2's approach).
+    """
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        config = _config(self.environment)
+        runner = self.environment.runner
+        index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
+        if STATE.recorder is None:
+            STATE.recorder = Recorder()
+        self.driver = WorkloadDriver(config, STATE.recorder, process_index=max(index, 0), sleep=gevent.sleep)
+        self.driver.start_user()
+
+    def on_stop(self) -> None:
+        driver = getattr(self, "driver", None)
+        if driver is not None:
+            driver.stop_user()
+
+    @task
+    def operations(self) -> None:
+        # One task that never returns: Locust's per-task scheduling would cost more
+        # client CPU than a fast store's operation. Stopping kills the greenlet.
+        step = self.driver.step
+        while True:
+            step()

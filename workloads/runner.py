@@ -1,0 +1,556 @@
+"""A benchmark run: plan, then per store provision -> seed -> load -> results -> publish.
+
+`plan()` validates every input before anything connects. Each stage is a function of
+(plan, store) whose state lives in the store's staging folder, so the CLI can run the
+stages back to back and an Airflow task can run each one in its own process. A failed
+stage still publishes what was measured, with `status: failed` and the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workloads.config import resolve_urls, results_root
+from workloads.driver import LoadConfig
+from workloads.errors import OptiStackError
+from workloads.keyspace import records as seed_records
+from workloads.results import (
+    errors_frame,
+    publish,
+    slowest_frame,
+    staging_dir,
+    store_dir,
+    summary_frame,
+    timeseries_frame,
+    write_json,
+    write_parquet,
+)
+from workloads.spec import WorkloadSpec, load_workload
+from workloads.stores import get_store, store_names
+from workloads.stores.base import DEFAULT_NAMESPACE, StoreSettings, check_url, redact_text, redact_url
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DRIVER_PACKAGES = {
+    "postgres": "psycopg",
+    "cockroachdb": "psycopg",
+    "mysql": "PyMySQL",
+    "redis": "redis",
+    "mongodb": "pymongo",
+    "dynamodb": "boto3",
+    "cassandra": "cassandra-driver",
+}
+Log = Callable[[str], None]
+
+# Where the Airflow form and `--workload NAME` find YAML workloads by name.
+WORKLOAD_DIRS = [Path(__file__).resolve().parent.parent / "include" / "workloads"]
+
+
+class RunOptions(BaseModel):
+    """What a user asks for. Field names are the CLI's and the DAG's parameter names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stores: list[str] = Field(min_length=1)
+    workload: str = "a"
+    record_count: int | None = Field(None, ge=1)
+    field_count: int | None = Field(None, ge=1)
+    field_length: int | None = Field(None, ge=1)
+    duration_s: float = Field(30.0, gt=0, le=86_400)
+    warmup_s: float = Field(5.0, ge=0, le=3_600)
+    users: int = Field(16, ge=1, le=10_000)
+    spawn_rate: float | None = Field(None, gt=0)
+    target_rate: float | None = Field(None, gt=0, le=10_000_000)
+    processes: int | None = Field(None, ge=1, le=256)
+    run_id: str | None = None
+    results: str | None = None
+    urls: dict[str, str] = Field(default_factory=dict)
+    seed: int = Field(1, ge=0)
+    teardown: bool = True
+    namespace: str = DEFAULT_NAMESPACE
+    insert_order: Literal["hashed", "ordered"] = "hashed"
+    operation_timeout_s: float = Field(10.0, gt=0, le=600)
+    connect_timeout_s: float = Field(5.0, gt=0, le=120)
+
+    @field_validator("stores")
+    @classmethod
+    def _known_unique_stores(cls, stores: list[str]) -> list[str]:
+        known = store_names()
+        for store in stores:
+            if store not in known:
+                raise ValueError(f"unknown store {store!r}; known stores: {', '.join(known)}")
+        duplicates = sorted({s for s in stores if stores.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"store {', '.join(duplicates)} is listed twice; list each store once")
+        return stores
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, run_id: str | None) -> str | None:
+        if run_id is not None and not RUN_ID_PATTERN.match(run_id):
+            raise ValueError(
+                "run id must be 1-100 letters, digits, '.', '_' or '-' and start with a letter or digit"
+            )
+        return run_id
+
+
+class RunPlan(BaseModel):
+    """A validated run: everything resolved, nothing connected yet. JSON-serialisable,
+    so Airflow tasks can hand it to each other."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    stores: list[str]
+    urls: dict[str, str]
+    spec: WorkloadSpec
+    options: RunOptions
+    results_root: str
+    processes: int
+    spawn_rate: float
+    command: str = ""
+
+    @property
+    def root(self) -> Path:
+        return Path(self.results_root)
+
+    def load_config(self, store: str, output_path: Path) -> LoadConfig:
+        """The configuration the load process of `store` gets."""
+        o = self.options
+        return LoadConfig(
+            store=store,
+            url=self.urls[store],
+            namespace=o.namespace,
+            spec=self.spec,
+            seed=o.seed,
+            users=o.users,
+            processes=self.processes,
+            target_rate=o.target_rate,
+            warmup_s=o.warmup_s,
+            duration_s=o.duration_s,
+            output_path=str(output_path),
+            operation_timeout_s=o.operation_timeout_s,
+            connect_timeout_s=o.connect_timeout_s,
+            insert_order=o.insert_order,
+        )
+
+    def settings(self) -> StoreSettings:
+        """Store settings for the runner's own (seeding) connection."""
+        return StoreSettings(
+            namespace=self.options.namespace,
+            field_count=self.spec.field_count,
+            connect_timeout_s=self.options.connect_timeout_s,
+            # Seeding batches are large: allow them more than one operation's time.
+            operation_timeout_s=max(60.0, self.options.operation_timeout_s),
+        )
+
+
+FLAG_NAMES = {
+    "stores": "--store",
+    "record_count": "--records",
+    "duration_s": "--duration",
+    "warmup_s": "--warmup",
+    "users": "--users",
+    "spawn_rate": "--spawn-rate",
+    "target_rate": "--target-rate",
+    "processes": "--processes",
+    "run_id": "--run-id",
+    "field_count": "--field-count",
+    "field_length": "--field-length",
+    "seed": "--seed",
+    "operation_timeout_s": "--operation-timeout",
+    "connect_timeout_s": "--connect-timeout",
+}
+
+
+def parse_options(data: dict[str, Any]) -> RunOptions:
+    """Validate raw options (CLI flags or a DAG conf) with messages naming the setting."""
+    try:
+        return RunOptions.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            name = str(item["loc"][0]) if item["loc"] else "options"
+            label = f"{name} ({FLAG_NAMES[name]})" if name in FLAG_NAMES else name
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = f"unknown setting; known settings: {', '.join(RunOptions.model_fields)}"
+            lines.append(f"  {label}: {message} (got {item.get('input')!r})")
+        raise OptiStackError("the run settings are not valid:\n" + "\n".join(lines)) from None
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a short random suffix."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def plan(options: RunOptions | dict[str, Any], command: str = "") -> RunPlan:
+    """Validate everything a run needs before anything connects or is provisioned."""
+    if isinstance(options, dict):
+        options = parse_options(options)
+    spec = load_workload(options.workload, WORKLOAD_DIRS).with_overrides(
+        record_count=options.record_count, field_count=options.field_count, field_length=options.field_length
+    )
+    StoreSettings(namespace=options.namespace)  # refuses a namespace that is not optistack_*
+    unknown_urls = sorted(set(options.urls) - set(store_names()))
+    if unknown_urls:
+        raise OptiStackError(
+            f"--url names unknown store {', '.join(unknown_urls)}; known: {', '.join(store_names())}"
+        )
+    urls = resolve_urls(options.stores, options.urls)
+    for store, url in urls.items():
+        check_url(get_store(store), url)
+    root = results_root(options.results)
+    _check_writable(root)
+    processes = options.processes or os.cpu_count() or 1
+    if processes > options.users:
+        processes = options.users  # a load process with no user would only add noise
+    return RunPlan(
+        run_id=options.run_id or new_run_id(),
+        stores=options.stores,
+        urls=urls,
+        spec=spec,
+        options=options,
+        results_root=str(root),
+        processes=processes,
+        spawn_rate=options.spawn_rate or float(options.users),
+        command=command,
+    )
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{secrets.token_hex(4)}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise OptiStackError(
+            f"results folder {root} is not writable ({error.strerror}): choose another with --results "
+            "or OPTISTACK_RESULTS"
+        ) from None
+
+
+# --- run.json, kept in the staging folder between stages -------------------------------
+def _run_info_path(p: RunPlan, store: str) -> Path:
+    return staging_dir(p.root, p.run_id, store) / "run.json"
+
+
+def read_run_info(p: RunPlan, store: str) -> dict[str, Any]:
+    """The store's run.json as staged so far."""
+    path = _run_info_path(p, store)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _update_run_info(p: RunPlan, store: str, /, **changes: Any) -> dict[str, Any]:
+    info = read_run_info(p, store)
+    info.update(changes)
+    write_json(_run_info_path(p, store), info)
+    return info
+
+
+def _versions(store: str) -> dict[str, Any]:
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    driver = DRIVER_PACKAGES.get(store)
+    return {
+        "optistack": version("optistack"),
+        "python": platform.python_version(),
+        "locust": version("locust"),
+        "hdrhistogram": version("hdrhistogram"),
+        "driver": {driver: version(driver)} if driver else {},
+    }
+
+
+def _host() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# --- stages -------------------------------------------------------------------------
+def stage_provision(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
+    """Start the store's record: connect, ask the server who it is, create the namespace."""
+    staging = staging_dir(p.root, p.run_id, store)
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)  # a retried task starts its store over
+    o = p.options
+    _update_run_info(
+        p,
+        store,
+        run_id=p.run_id,
+        store=store,
+        status="running",
+        error=None,
+        stage="provision",
+        started_at=_now(),
+        finished_at=None,
+        url=redact_url(p.urls[store]),
+        server=None,
+        workload=p.spec.model_dump(),
+        settings={
+            "users": o.users,
+            "processes": p.processes,
+            "duration_s": o.duration_s,
+            "warmup_s": o.warmup_s,
+            "target_rate": o.target_rate,
+            "spawn_rate": p.spawn_rate,
+            "seed": o.seed,
+            "operation_timeout_s": o.operation_timeout_s,
+            "insert_order": o.insert_order,
+            "namespace": o.namespace,
+            "teardown": o.teardown,
+        },
+        versions=_versions(store),
+        host=_host(),
+        command=p.command,
+    )
+    with get_store(store).connect(p.urls[store], p.settings()) as conn:
+        info = conn.server_info()
+        log(f"[{store}] connected to {info} at {redact_url(p.urls[store])}")
+        conn.provision()
+    log(f"[{store}] provisioned {o.namespace}")
+    return _update_run_info(p, store, server={"product": info.product, "version": info.version})
+
+
+def stage_seed(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
+    """Bulk-load `record_count` records and verify the count."""
+    _update_run_info(p, store, stage="seed")
+    records = p.spec.record_count
+    log(f"[{store}] seeding {records:,} records ({p.spec.field_count} x {p.spec.field_length} B)")
+    with get_store(store).connect(p.urls[store], p.settings()) as conn:
+        t0 = time.perf_counter()
+        loaded = conn.load(seed_records(p.spec, p.options.seed, insert_order=p.options.insert_order))
+        elapsed = time.perf_counter() - t0
+        count = conn.count()
+    rate = loaded / elapsed if elapsed > 0 else 0.0
+    log(f"[{store}] seeded {loaded:,} records in {elapsed:.1f}s ({rate:,.0f} records/s); count {count:,}")
+    seed = {
+        "records": records,
+        "loaded": loaded,
+        "count": count,
+        "duration_s": round(elapsed, 3),
+        "records_per_s": round(rate, 1),
+    }
+    _update_run_info(p, store, seed=seed)
+    if count != records:
+        raise OptiStackError(
+            f"{store} holds {count:,} records after seeding {records:,}: is another process writing to "
+            f"{p.options.namespace}?"
+        )
+    return seed
+
+
+def stage_load(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
+    """Run the measured load in a separate Locust process and stage its merged output."""
+    _update_run_info(p, store, stage="load")
+    staging = staging_dir(p.root, p.run_id, store)
+    output = staging / "load-output.json"
+    config = p.load_config(store, output)
+    o = p.options
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(Path(__file__).with_name("loadgen.py")),
+        "--headless",
+        "--processes",
+        str(p.processes),
+        "-u",
+        str(o.users),
+        "-r",
+        str(p.spawn_rate),
+        "--loglevel",
+        "WARNING",
+        "--only-summary",
+        "--skip-log-setup",
+    ]
+    # The configuration (with the store URL) travels in the environment, not argv, so the
+    # process list never shows a password; Locust forwards it to remote workers itself.
+    env = {**os.environ, "OPTISTACK_LOAD_CONFIG": config.model_dump_json(), "PYTHONUNBUFFERED": "1"}
+    log(
+        f"[{store}] load: {o.users} users in {p.processes} processes, {o.warmup_s:g}s warm-up + "
+        f"{o.duration_s:g}s measured"
+        + (f", target {o.target_rate:g} ops/s" if o.target_rate else ", closed loop")
+    )
+    budget = o.warmup_s + o.duration_s + 120 + o.users / p.spawn_rate
+    lines = _stream(argv, env, budget, log, p.urls[store])
+    if not output.exists():
+        tail = "\n".join(lines[-15:])
+        raise OptiStackError(f"{store}: the load process ended without results. Its last output:\n{tail}")
+    return json.loads(output.read_text())
+
+
+def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url: str) -> list[str]:
+    """Run the load process, passing its progress lines on; kill it past its time budget."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + budget_s
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in _lines(proc.stdout):
+        line = redact_text(line.rstrip(), url)
+        lines.append(line)
+        if line.startswith("progress "):
+            log(line.removeprefix("progress "))
+        if time.monotonic() > deadline:
+            break
+    try:
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise OptiStackError(
+            f"the load process ran past its time budget of {budget_s:.0f}s and was stopped"
+        ) from None
+    return lines
+
+
+def _lines(stream: Any) -> Iterator[str]:
+    yield from iter(stream.readline, "")
+
+
+def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print) -> dict[str, Any]:
+    """Turn the load output into summary/timeseries/errors/slowest Parquet files."""
+    staging = staging_dir(p.root, p.run_id, store)
+    o = p.options
+    identity = {"run_id": p.run_id, "store": store, "workload": p.spec.name}
+    summary = summary_frame(
+        load, {**identity, "users": o.users, "processes": p.processes, "target_rate": o.target_rate}
+    )
+    write_parquet(staging / "summary.parquet", summary)
+    write_parquet(staging / "timeseries.parquet", timeseries_frame(load, identity))
+    write_parquet(staging / "errors.parquet", errors_frame(load, identity))
+    write_parquet(staging / "slowest.parquet", slowest_frame(load, identity))
+    all_row = summary[summary["operation"] == "ALL"].iloc[0]
+    cpu = [
+        {
+            "process": i,
+            "cpu_percent_max": max(s, default=0.0),
+            "cpu_percent_mean": sum(s) / len(s) if s else 0.0,
+        }
+        for i, s in enumerate(load.get("process_cpu", []))
+    ]
+    status = "degraded" if all_row["errors"] > 0 else "ok"
+    (staging / "load-output.json").unlink(missing_ok=True)
+    return _update_run_info(
+        p,
+        store,
+        status=status,
+        stage="results",
+        load={
+            "measured_s": load["window"]["duration_s"],
+            "ops": int(all_row["ops"]),
+            "errors": int(all_row["errors"]),
+            "processes": p.processes,
+            "client_cpu": cpu,
+        },
+    )
+
+
+def stage_publish(p: RunPlan, store: str, log: Log = print) -> Path:
+    """Finish run.json and move the store's folder into place atomically."""
+    info = read_run_info(p, store)
+    if info.get("status") == "running":
+        info["status"] = "failed"
+    _update_run_info(p, store, status=info.get("status"), finished_at=_now())
+    path = publish(p.root, p.run_id, store)
+    log(f"[{store}] results in {path}")
+    return path
+
+
+def record_failure(p: RunPlan, store: str, error: BaseException, log: Log = print) -> Path:
+    """Mark the store failed with a readable reason and publish what it has."""
+    message = redact_text(str(error), p.urls.get(store, ""))
+    if not isinstance(error, OptiStackError):
+        message = f"{type(error).__name__}: {message}"
+    info = read_run_info(p, store)
+    _update_run_info(p, store, status="failed", error=f"{info.get('stage', 'setup')}: {message}")
+    log(f"[{store}] FAILED in {info.get('stage', 'setup')}: {message}")
+    return stage_publish(p, store, log)
+
+
+def stage_teardown(p: RunPlan, store: str, log: Log = print) -> None:
+    """Drop the namespace if the run asked for it (default)."""
+    if not p.options.teardown:
+        return
+    with get_store(store).connect(p.urls[store], p.settings()) as conn:
+        conn.teardown()
+    log(f"[{store}] dropped {p.options.namespace}")
+
+
+def run_store(p: RunPlan, store: str, log: Log = print) -> Path:
+    """Every stage for one store; failures are recorded, never raised."""
+    provisioned = False
+    try:
+        stage_provision(p, store, log)
+        provisioned = True
+        stage_seed(p, store, log)
+        load = stage_load(p, store, log)
+        stage_results(p, store, load, log)
+        from workloads.validate import Thresholds, validate_run
+
+        report = validate_run(staging_dir(p.root, p.run_id, store), p.spec, p.spec.record_count, Thresholds())
+        report.write(staging_dir(p.root, p.run_id, store))
+        if not report.success:
+            log(f"[{store}] validation failed: {report.summary_message()}")
+    except Exception as error:  # one store's failure must not stop the others
+        path = record_failure(p, store, error, log)
+        if provisioned:
+            _teardown_quietly(p, store, log)
+        return path
+    _teardown_quietly(p, store, log)
+    return stage_publish(p, store, log)
+
+
+def _teardown_quietly(p: RunPlan, store: str, log: Log) -> None:
+    try:
+        stage_teardown(p, store, log)
+    except Exception as error:  # a dead server cannot be cleaned; say so and go on
+        log(f"[{store}] teardown failed: {redact_text(str(error), p.urls[store])}")
+
+
+def run(p: RunPlan, log: Log = print) -> list[Path]:
+    """Run every store of the plan in turn (one at a time: they share this machine)."""
+    return [run_store(p, store, log) for store in p.stores]
+
+
+def published_dirs(p: RunPlan) -> list[Path]:
+    """The published store folders of a plan."""
+    return [store_dir(p.root, p.run_id, s) for s in p.stores]
+
+
+def command_line() -> str:
+    """This process's command line, for run.json (URLs redacted)."""
+    return " ".join(shlex.quote(redact_url(a) if "://" in a else a) for a in sys.argv)
