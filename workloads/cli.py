@@ -91,6 +91,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for a store to accept a connection (default 5)",
     )
+    run.add_argument("--namespace", default="optistack_usertable",
+                     help="table/collection/key prefix to create (must start with optistack_)")
     run.add_argument("--no-report", action="store_true", help="do not write the HTML report")
 
     report = sub.add_parser("report", help="write the HTML report of a run and the reports index")
@@ -157,32 +159,18 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _write_report(root: Path, run_id: str) -> None:
-    try:
-        from reports.render import write_report
-    except ImportError:  # the reports package is not installed beside the engine
-        return
+def _write_report(root: Path, run_id: str | None) -> None:
+    from reports.render import write_report
+
     path = write_report(root, run_id)
     print(f"report: {path}")
+    print(f"index:  {path.parent / 'index.html'}")
 
 
 def _report(args: argparse.Namespace) -> int:
     from workloads.config import results_root
 
-    root = results_root(args.results)
-    run_id = args.run_id
-    if run_id is None:
-        runs = sorted((root / "runs").glob("run_id=*")) if (root / "runs").is_dir() else []
-        if not runs:
-            raise OptiStackError(
-                f"no runs under {root / 'runs'}: run `optistack run` first or pass --results"
-            )
-        from reports.history import list_runs
-
-        run_id = list_runs(root)[0]["run_id"]
-    elif not (root / "runs" / f"run_id={run_id}").is_dir():
-        raise OptiStackError(f"no run {run_id!r} under {root / 'runs'}")
-    _write_report(root, run_id)
+    _write_report(results_root(args.results), args.run_id)
     return 0
 
 

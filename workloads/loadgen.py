@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import gevent
+import psutil
 from locust import User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -195,20 +196,12 @@ def _on_window(environment: Any, msg: Any, **_: Any) -> None:
 def _on_report(client_id: str, data: dict[str, Any]) -> None:
     if STATE.recorder is not None:
         data["optistack"] = STATE.recorder.drain(time.time_ns())
-    runner = _worker_runner
-    if runner is not None:
-        STATE.cpu_samples.append(runner.current_cpu_usage)
+        # CPU this process used since the last report, in % of one core: near 100 means
+        # the load generator, not the store, limits the throughput.
+        STATE.cpu_samples.append(_PROCESS.cpu_percent())
 
 
-_worker_runner: WorkerRunner | None = None
-
-
-@events.init.add_listener
-def _remember_runner(environment: Any, **_: Any) -> None:
-    global _worker_runner
-    if isinstance(environment.runner, WorkerRunner):
-        _worker_runner = environment.runner
-
+_PROCESS = psutil.Process()
 
 class OptiStackUser(User):
     """One YCSB client thread: one store connection, one operation at a time.

@@ -479,26 +479,20 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
     )
 
 
-def stage_publish(p: RunPlan, store: str, log: Log = print) -> Path:
-    """Finish run.json and move the store's folder into place atomically."""
-    info = read_run_info(p, store)
-    if info.get("status") == "running":
-        info["status"] = "failed"
-    _update_run_info(p, store, status=info.get("status"), finished_at=_now())
-    path = publish(p.root, p.run_id, store)
-    log(f"[{store}] results in {path}")
-    return path
+def stage_validate(p: RunPlan, store: str, log: Log = print, thresholds: Any = None) -> Any:
+    """Check the staged results with Great Expectations; store validation.json beside them.
 
+    Returns the report; a failed expectation does not raise here (see `run_stage`).
+    """
+    from workloads.validate import Thresholds, validate_run
 
-def record_failure(p: RunPlan, store: str, error: BaseException, log: Log = print) -> Path:
-    """Mark the store failed with a readable reason and publish what it has."""
-    message = redact_text(str(error), p.urls.get(store, ""))
-    if not isinstance(error, OptiStackError):
-        message = f"{type(error).__name__}: {message}"
-    info = read_run_info(p, store)
-    _update_run_info(p, store, status="failed", error=f"{info.get('stage', 'setup')}: {message}")
-    log(f"[{store}] FAILED in {info.get('stage', 'setup')}: {message}")
-    return stage_publish(p, store, log)
+    _update_run_info(p, store, stage="validate")
+    staging = staging_dir(p.root, p.run_id, store)
+    report = validate_run(staging, p.spec, p.spec.record_count, thresholds or Thresholds())
+    report.write(staging)
+    log(f"[{store}] validation {'passed' if report.success else 'FAILED'}: "
+        f"{sum(r.success for r in report.results)}/{len(report.results)} expectations met")
+    return report
 
 
 def stage_teardown(p: RunPlan, store: str, log: Log = print) -> None:
@@ -510,35 +504,84 @@ def stage_teardown(p: RunPlan, store: str, log: Log = print) -> None:
     log(f"[{store}] dropped {p.options.namespace}")
 
 
+def stage_publish(p: RunPlan, store: str, log: Log = print) -> Path:
+    """Tear down (when asked and provisioned), finish run.json, move the folder into place.
+
+    Runs whatever happened before it: a store whose stage failed is published with
+    `status: failed` and the reason, so the report can say so.
+    """
+    info = read_run_info(p, store)
+    if not info:  # nothing was staged: provisioning never started
+        _update_run_info(p, store, run_id=p.run_id, store=store, status="failed",
+                         error=f"{store} never started", url=redact_url(p.urls[store]))
+        info = read_run_info(p, store)
+    if info.get("server") is not None:
+        try:
+            stage_teardown(p, store, log)
+        except Exception as error:  # a dead server cannot be cleaned; say so and go on
+            log(f"[{store}] teardown failed: {redact_text(str(error), p.urls[store])}")
+    status = info.get("status")
+    if status == "running":  # a stage died without recording why (e.g. the task was killed)
+        status = "failed"
+        info["error"] = info.get("error") or f"{info.get('stage')}: stopped before finishing"
+    _update_run_info(p, store, status=status, error=info.get("error"), stage="published", finished_at=_now())
+    path = publish(p.root, p.run_id, store)
+    log(f"[{store}] results in {path}")
+    return path
+
+
+def mark_failed(p: RunPlan, store: str, error: BaseException, log: Log = print) -> str:
+    """Record in the staged run.json that the current stage failed, and why."""
+    message = redact_text(str(error), p.urls.get(store, ""))
+    if not isinstance(error, OptiStackError):
+        message = f"{type(error).__name__}: {message}"
+    stage = read_run_info(p, store).get("stage", "setup")
+    _update_run_info(p, store, status="failed", error=f"{stage}: {message}")
+    log(f"[{store}] FAILED in {stage}: {message}")
+    return message
+
+
+STAGES = ("provision", "seed", "load", "validate", "publish")
+
+
+def run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
+    """Run one named stage (what one Airflow task does).
+
+    A stage that fails is recorded in run.json and re-raised; a validation whose
+    expectations fail raises `OptiStackError` naming each one, after storing the report.
+    `publish` never fails because an earlier stage did.
+    """
+    if stage == "publish":
+        return stage_publish(p, store, log)
+    try:
+        if stage == "provision":
+            return stage_provision(p, store, log)
+        if stage == "seed":
+            return stage_seed(p, store, log)
+        if stage == "load":
+            return stage_results(p, store, stage_load(p, store, log), log)
+        if stage == "validate":
+            report = stage_validate(p, store, log)
+        else:
+            raise OptiStackError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    except Exception as error:
+        mark_failed(p, store, error, log)
+        raise
+    if not report.success:
+        raise OptiStackError(report.summary_message())
+    return report
+
+
 def run_store(p: RunPlan, store: str, log: Log = print) -> Path:
-    """Every stage for one store; failures are recorded, never raised."""
-    provisioned = False
-    try:
-        stage_provision(p, store, log)
-        provisioned = True
-        stage_seed(p, store, log)
-        load = stage_load(p, store, log)
-        stage_results(p, store, load, log)
-        from workloads.validate import Thresholds, validate_run
-
-        report = validate_run(staging_dir(p.root, p.run_id, store), p.spec, p.spec.record_count, Thresholds())
-        report.write(staging_dir(p.root, p.run_id, store))
-        if not report.success:
-            log(f"[{store}] validation failed: {report.summary_message()}")
-    except Exception as error:  # one store's failure must not stop the others
-        path = record_failure(p, store, error, log)
-        if provisioned:
-            _teardown_quietly(p, store, log)
-        return path
-    _teardown_quietly(p, store, log)
+    """Every stage for one store; a failure is recorded and published, never raised."""
+    for stage in STAGES[:-1]:
+        try:
+            run_stage(p, store, stage, log)
+        except Exception as error:  # one store's failure must not stop the others
+            if stage != "validate":
+                break
+            log(f"[{store}] {error}")
     return stage_publish(p, store, log)
-
-
-def _teardown_quietly(p: RunPlan, store: str, log: Log) -> None:
-    try:
-        stage_teardown(p, store, log)
-    except Exception as error:  # a dead server cannot be cleaned; say so and go on
-        log(f"[{store}] teardown failed: {redact_text(str(error), p.urls[store])}")
 
 
 def run(p: RunPlan, log: Log = print) -> list[Path]:
@@ -552,5 +595,14 @@ def published_dirs(p: RunPlan) -> list[Path]:
 
 
 def command_line() -> str:
-    """This process's command line, for run.json (URLs redacted)."""
-    return " ".join(shlex.quote(redact_url(a) if "://" in a else a) for a in sys.argv)
+    """This process's command line, for run.json (passwords in URLs redacted)."""
+
+    def safe(arg: str) -> str:
+        if "://" not in arg:
+            return arg
+        head, sep, tail = arg.partition("=")
+        if sep and "://" in tail and "://" not in head:  # --url store=URL
+            return head + sep + redact_url(tail)
+        return redact_url(arg)
+
+    return " ".join(shlex.quote(safe(a)) for a in sys.argv)
