@@ -6,6 +6,7 @@ Mistakes a user can fix print one message and exit 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--field-count", type=int, help="fields per record (default 10)")
     run.add_argument("--field-length", type=int, help="bytes per field (default 100)")
     run.add_argument(
-        "--duration", dest="duration_s", type=float, default=30.0, help="measured seconds (default 30)"
+        "--duration",
+        dest="duration_s",
+        type=float,
+        help="measured seconds (default 30; with --operations an upper bound, default 86400)",
+    )
+    run.add_argument(
+        "--operations",
+        type=int,
+        help="measure this many operations instead of a duration (YCSB operationcount)",
     )
     run.add_argument(
         "--warmup",
@@ -91,8 +100,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for a store to accept a connection (default 5)",
     )
-    run.add_argument("--namespace", default="optistack_usertable",
-                     help="table/collection/key prefix to create (must start with optistack_)")
+    run.add_argument(
+        "--namespace",
+        default="optistack_usertable",
+        help="table/collection/key prefix to create (must start with optistack_)",
+    )
     run.add_argument("--no-report", action="store_true", help="do not write the HTML report")
 
     report = sub.add_parser("report", help="write the HTML report of a run and the reports index")
@@ -124,6 +136,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `optistack` console script."""
     args = _build_parser().parse_args(argv)
+    # SIGTERM (a scheduler stopping us) unwinds like Ctrl-C, so cleanup code runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return {"run": _run, "report": _report, "stores": _stores, "local": _local}[args.command](args)
     except OptiStackError as error:
@@ -144,6 +158,10 @@ def _run(args: argparse.Namespace) -> int:
         if k not in {"command", "url_pairs", "no_report"} and v is not None
     }
     options["urls"] = parse_url_options(args.url_pairs)
+    if args.operations is not None and args.duration_s is None:
+        options["duration_s"] = 86_400.0
+    if args.operations is not None and args.duration_s is None:
+        options["duration_s"] = 86_400.0
     p = runner.plan(options, command=runner.command_line())
     print(
         f"run {p.run_id}: workload {p.spec.name} ({p.spec.description or 'custom'}), "

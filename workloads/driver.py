@@ -8,6 +8,7 @@ spec -> generators -> store -> recorder.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -43,6 +44,7 @@ class LoadConfig(BaseModel):
     target_rate: float | None = None
     warmup_s: float
     duration_s: float
+    operations: int | None = None
     output_path: str
     operation_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
@@ -56,6 +58,38 @@ class LoadConfig(BaseModel):
             connect_timeout_s=self.connect_timeout_s,
             operation_timeout_s=self.operation_timeout_s,
         )
+
+
+class OperationBudget:
+    """`--operations`: how many measured operations this process still starts.
+
+    An operation counts when it starts inside the measured window. When the last one
+    has finished, `on_done` gets the wall-clock time it ended, which closes the window.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+        self.in_flight = 0
+        self.last_end_ns = 0
+        self.done = total == 0
+        self.on_done: Callable[[int], None] | None = None
+
+    def take(self) -> bool:
+        """Claim one operation; False once the budget is spent."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        self.in_flight += 1
+        return True
+
+    def release(self, end_ns: int) -> None:
+        """One claimed operation finished (successfully or not)."""
+        self.in_flight -= 1
+        self.last_end_ns = max(self.last_end_ns, end_ns)
+        if self.left == 0 and self.in_flight == 0 and not self.done:
+            self.done = True
+            if self.on_done is not None:
+                self.on_done(self.last_end_ns)
 
 
 class ProcessWorkload:
@@ -87,6 +121,10 @@ class ProcessWorkload:
         )
         self.scan_lengths = ScanLengthChooser.from_spec(spec, derive_rng(seed, "scans", process_index))
         self.rng = derive_rng(seed, "schedule", process_index)
+        self.budget = None
+        if config.operations is not None:
+            share, extra = divmod(config.operations, config.processes)
+            self.budget = OperationBudget(share + (1 if process_index < extra else 0))
 
     def key(self, index: int) -> str:
         return key_name(index, self.insert_order)
@@ -169,17 +207,27 @@ class WorkloadDriver:
             return
         name, key = op.upper(), ""
         start_wall = time.time_ns()
+        budget = workload.budget
+        counted = False
+        window_start = self.recorder.window_start_ns
+        if budget is not None and window_start is not None and start_wall >= window_start:
+            counted = budget.take()
+            if not counted:  # this process has started all its operations
+                self.sleep(0.5)
+                return
         t0 = time.perf_counter_ns()
         try:
             key = self._execute(op)
         except Exception as error:  # every driver has its own hierarchy: count by type
             self._record_error(name, start_wall, t0, error, key, intended)
-            return
-        t1 = time.perf_counter_ns()
-        self.consecutive_errors = 0
-        self.recorder.measure(
-            name, start_wall, (t1 - t0) // 1000, (t1 - intended) // 1000 if intended else None, None, key
-        )
+        else:
+            t1 = time.perf_counter_ns()
+            self.consecutive_errors = 0
+            self.recorder.measure(
+                name, start_wall, (t1 - t0) // 1000, (t1 - intended) // 1000 if intended else None, None, key
+            )
+        if counted:
+            budget.release(time.time_ns())
 
     def _execute(self, op: str) -> str:
         workload = self.workload

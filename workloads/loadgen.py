@@ -27,7 +27,7 @@ import psutil
 from locust import User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from workloads.driver import LoadConfig, WorkloadDriver
+from workloads.driver import LoadConfig, WorkloadDriver, process_workload
 from workloads.recorder import Aggregator, Recorder, encode
 
 PROGRESS_INTERVAL_S = 5.0
@@ -42,9 +42,25 @@ class _State:
     process_cpu: dict[str, list[float]] = {}
     started_wall: float = 0.0
     written: bool = False
+    expected_processes: int = 1
+    done: dict[str, int] = {}
 
 
 STATE = _State()
+
+
+def _preload() -> None:
+    """Import the store's module and driver now, in the Locust parent before it forks
+    its workers: importing boto3 or cassandra-driver takes about a second, which would
+    otherwise stall each worker's event loop as its first user starts."""
+    raw = os.environ.get("OPTISTACK_LOAD_CONFIG")
+    if raw:
+        from workloads.stores import get_store
+
+        get_store(json.loads(raw)["store"])
+
+
+_preload()
 
 
 def _config(environment: Any) -> LoadConfig:
@@ -72,9 +88,14 @@ def _add_arguments(parser: Any) -> None:
 def _on_init(environment: Any, **_: Any) -> None:
     runner = environment.runner
     if isinstance(runner, MasterRunner):
-        expected = runner.environment.parsed_options.expect_workers if runner.environment.parsed_options else 1
+        expected = (
+            runner.environment.parsed_options.expect_workers if runner.environment.parsed_options else 1
+        )
         STATE.aggregator = Aggregator(expected_processes=expected or 1)
+        STATE.expected_processes = expected or 1
+        _MASTER["runner"] = runner
         runner.register_message("optistack_final", _on_final)
+        runner.register_message("optistack_done", _on_done)
     elif isinstance(runner, WorkerRunner):
         runner.register_message("optistack_window", _on_window)
 
@@ -85,17 +106,36 @@ def _on_test_start(environment: Any, **_: Any) -> None:
     runner = environment.runner
     config = _config(environment)
     if isinstance(runner, MasterRunner):
-        now = time.time_ns()
-        start = now + int(config.warmup_s * 1e9)
-        end = start + int(config.duration_s * 1e9)
-        STATE.window = (start, end)
         STATE.started_wall = time.time()
-        runner.send_message("optistack_window", {"start": start, "end": end})
-        gevent.spawn(_stop_at, runner, end)
         gevent.spawn(_progress, config)
-    elif isinstance(runner, WorkerRunner) and STATE.recorder is None:
-        # The window message can arrive before the spawn message that fires test_start.
-        STATE.recorder = Recorder()
+    elif isinstance(runner, WorkerRunner):
+        if STATE.recorder is None:
+            # The window message can arrive before the spawn message that fires test_start.
+            STATE.recorder = Recorder()
+        gevent.spawn(_sample_cpu)
+
+
+@events.spawning_complete.add_listener
+def _on_spawning_complete(user_count: int, **_: Any) -> None:
+    """Every user runs: warm-up starts now, the measured window after it.
+
+    Opening the window at test start instead would count the ramp-up (and, on a busy
+    machine, seconds in which some users had not even started) as measured time.
+    """
+    runner = _MASTER.get("runner")
+    if runner is None or STATE.window is not None:
+        return
+    config = _config(runner.environment)
+    start = time.time_ns() + int(config.warmup_s * 1e9)
+    end = start + int(config.duration_s * 1e9)
+    STATE.window = (start, end)
+    # With --operations the window closes when the last counted operation ends;
+    # the duration is then only an upper bound.
+    runner.send_message("optistack_window", {"start": start, "end": end})
+    gevent.spawn(_stop_at, runner, end)
+
+
+_MASTER: dict[str, MasterRunner] = {}
 
 
 def _stop_at(runner: MasterRunner, end_ns: int) -> None:
@@ -123,6 +163,14 @@ def _progress(config: LoadConfig) -> None:
         else:
             line = f"[{config.store}] {elapsed:5.0f}s {phase}"
         print(f"progress {line}", flush=True)
+
+
+def _on_done(environment: Any, msg: Any, **_: Any) -> None:
+    """A worker started and finished its share of `--operations`."""
+    STATE.done[msg.node_id] = msg.data["last_end_ns"]
+    if len(STATE.done) >= STATE.expected_processes and STATE.window is not None:
+        STATE.window = (STATE.window[0], max(STATE.done.values()))
+        gevent.spawn(environment.runner.stop)
 
 
 def _on_final(environment: Any, msg: Any, **_: Any) -> None:
@@ -196,12 +244,21 @@ def _on_window(environment: Any, msg: Any, **_: Any) -> None:
 def _on_report(client_id: str, data: dict[str, Any]) -> None:
     if STATE.recorder is not None:
         data["optistack"] = STATE.recorder.drain(time.time_ns())
-        # CPU this process used since the last report, in % of one core: near 100 means
-        # the load generator, not the store, limits the throughput.
-        STATE.cpu_samples.append(_PROCESS.cpu_percent())
 
 
-_PROCESS = psutil.Process()
+def _sample_cpu() -> None:
+    """Once a second, the CPU this process used, in % of one core: near 100 means the
+    load generator, not the store, limits the throughput."""
+    process = psutil.Process()
+    process.cpu_percent()  # the first reading only sets the baseline
+    while True:
+        gevent.sleep(1.0)
+        window = STATE.recorder.window_start_ns if STATE.recorder else None
+        if window is not None and time.time_ns() >= window:
+            STATE.cpu_samples.append(process.cpu_percent())
+        else:
+            process.cpu_percent()
+
 
 class OptiStackUser(User):
     """One YCSB client thread: one store connection, one operation at a time.
@@ -219,6 +276,11 @@ class OptiStackUser(User):
         index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
         if STATE.recorder is None:
             STATE.recorder = Recorder()
+        budget = process_workload(config, max(index, 0)).budget
+        if budget is not None and budget.on_done is None and isinstance(runner, WorkerRunner):
+            budget.on_done = lambda last_end_ns: runner.send_message(
+                "optistack_done", {"last_end_ns": last_end_ns}
+            )
         self.driver = WorkloadDriver(config, STATE.recorder, process_index=max(index, 0), sleep=gevent.sleep)
         self.driver.start_user()
 

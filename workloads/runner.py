@@ -8,6 +8,7 @@ stage still publishes what was measured, with `status: failed` and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -15,6 +16,7 @@ import platform
 import re
 import secrets
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -73,6 +75,7 @@ class RunOptions(BaseModel):
     field_count: int | None = Field(None, ge=1)
     field_length: int | None = Field(None, ge=1)
     duration_s: float = Field(30.0, gt=0, le=86_400)
+    operations: int | None = Field(None, ge=1, le=10_000_000_000)
     warmup_s: float = Field(5.0, ge=0, le=3_600)
     users: int = Field(16, ge=1, le=10_000)
     spawn_rate: float | None = Field(None, gt=0)
@@ -144,6 +147,7 @@ class RunPlan(BaseModel):
             target_rate=o.target_rate,
             warmup_s=o.warmup_s,
             duration_s=o.duration_s,
+            operations=o.operations,
             output_path=str(output_path),
             operation_timeout_s=o.operation_timeout_s,
             connect_timeout_s=o.connect_timeout_s,
@@ -171,6 +175,7 @@ FLAG_NAMES = {
     "target_rate": "--target-rate",
     "processes": "--processes",
     "run_id": "--run-id",
+    "operations": "--operations",
     "field_count": "--field-count",
     "field_length": "--field-length",
     "seed": "--seed",
@@ -219,8 +224,8 @@ def plan(options: RunOptions | dict[str, Any], command: str = "") -> RunPlan:
     root = results_root(options.results)
     _check_writable(root)
     processes = options.processes or os.cpu_count() or 1
-    if processes > options.users:
-        processes = options.users  # a load process with no user would only add noise
+    # A load process with no user (or no operation to run) would only add noise.
+    processes = min(processes, options.users, options.operations or processes)
     return RunPlan(
         run_id=options.run_id or new_run_id(),
         stores=options.stores,
@@ -321,6 +326,7 @@ def stage_provision(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
             "users": o.users,
             "processes": p.processes,
             "duration_s": o.duration_s,
+            "operations": o.operations,
             "warmup_s": o.warmup_s,
             "target_rate": o.target_rate,
             "spawn_rate": p.spawn_rate,
@@ -412,28 +418,38 @@ def stage_load(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
 
 
 def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url: str) -> list[str]:
-    """Run the load process, passing its progress lines on; kill it past its time budget."""
+    """Run the load process, passing its progress lines on; kill it past its time budget.
+
+    The load process (a Locust master and its forked workers) gets its own process
+    group, and leaves with this function whatever happens: a killed or interrupted
+    runner never leaves load running behind it.
+    """
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True
     )
     deadline = time.monotonic() + budget_s
     lines: list[str] = []
     assert proc.stdout is not None
-    for line in _lines(proc.stdout):
-        line = redact_text(line.rstrip(), url)
-        lines.append(line)
-        if line.startswith("progress "):
-            log(line.removeprefix("progress "))
-        if time.monotonic() > deadline:
-            break
     try:
+        for line in _lines(proc.stdout):
+            line = redact_text(line.rstrip(), url)
+            lines.append(line)
+            if line.startswith("progress "):
+                log(line.removeprefix("progress "))
+            if time.monotonic() > deadline:
+                break
         proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
         raise OptiStackError(
             f"the load process ran past its time budget of {budget_s:.0f}s and was stopped"
         ) from None
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.returncode not in (0, None) and proc.returncode < 0:
+        log(f"the load process was killed by signal {-proc.returncode}")
     return lines
 
 
@@ -490,8 +506,10 @@ def stage_validate(p: RunPlan, store: str, log: Log = print, thresholds: Any = N
     staging = staging_dir(p.root, p.run_id, store)
     report = validate_run(staging, p.spec, p.spec.record_count, thresholds or Thresholds())
     report.write(staging)
-    log(f"[{store}] validation {'passed' if report.success else 'FAILED'}: "
-        f"{sum(r.success for r in report.results)}/{len(report.results)} expectations met")
+    log(
+        f"[{store}] validation {'passed' if report.success else 'FAILED'}: "
+        f"{sum(r.success for r in report.results)}/{len(report.results)} expectations met"
+    )
     return report
 
 
@@ -512,8 +530,15 @@ def stage_publish(p: RunPlan, store: str, log: Log = print) -> Path:
     """
     info = read_run_info(p, store)
     if not info:  # nothing was staged: provisioning never started
-        _update_run_info(p, store, run_id=p.run_id, store=store, status="failed",
-                         error=f"{store} never started", url=redact_url(p.urls[store]))
+        _update_run_info(
+            p,
+            store,
+            run_id=p.run_id,
+            store=store,
+            status="failed",
+            error=f"{store} never started",
+            url=redact_url(p.urls[store]),
+        )
         info = read_run_info(p, store)
     if info.get("server") is not None:
         try:
