@@ -287,6 +287,7 @@ class StoreInfo:
     endpoint: str
     seeding: str
     client_cpu: str | None
+    client_saturation: str | None
     started_at: str
     command: str | None
 
@@ -306,6 +307,7 @@ def store_infos(run: RunResults, colors: dict[str, str]) -> list[StoreInfo]:
                 endpoint=redact(store.run["url"]) if store.run.get("url") else "—",
                 seeding=_seeding(store),
                 client_cpu=_client_cpu(store),
+                client_saturation=_as_dict(store.run.get("load")).get("client_saturation"),
                 started_at=fmt_time(store.run.get("started_at")),
                 command=redact(store.run["command"]) if store.run.get("command") else None,
             )

@@ -60,6 +60,10 @@ DRIVER_PACKAGES = {
 }
 Log = Callable[[str], None]
 
+# A load process busier than this (mean % of one core over the measured window) is
+# taken to be the bottleneck: Python's GIL caps it at one core.
+CLIENT_SATURATION_PERCENT = 90.0
+
 # Where the Airflow form and `--workload NAME` find YAML workloads by name.
 WORKLOAD_DIRS = [Path(__file__).resolve().parent.parent / "include" / "workloads"]
 
@@ -479,6 +483,15 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
         for i, s in enumerate(load.get("process_cpu", []))
     ]
     status = "degraded" if all_row["errors"] > 0 else "ok"
+    saturated = [c["process"] for c in cpu if c["cpu_percent_mean"] >= CLIENT_SATURATION_PERCENT]
+    saturation = None
+    if saturated:
+        saturation = (
+            f"load process {', '.join(map(str, saturated))} used >= {CLIENT_SATURATION_PERCENT:.0f}% of a core "
+            "on average: the load generator, not the store, may limit these figures; add --processes "
+            "or load machines (Locust workers) before comparing stores"
+        )
+        log(f"[{store}] WARNING: client-bound: {saturation}")
     (staging / "load-output.json").unlink(missing_ok=True)
     return _update_run_info(
         p,
@@ -491,6 +504,9 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
             "errors": int(all_row["errors"]),
             "processes": p.processes,
             "client_cpu": cpu,
+            "client_saturated": bool(saturated),
+            "client_saturation": saturation,
+            "late_samples": load.get("late_samples", 0),
         },
     )
 

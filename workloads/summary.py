@@ -35,6 +35,8 @@ def summary_lines(store_dirs: Iterable[Path]) -> tuple[list[str], bool]:
                 f"{row.errors:>8,}"
             )
         notes = []
+        if info.get("load", {}).get("client_saturated"):
+            notes.append("client-bound: " + info["load"]["client_saturation"])
         if info.get("status") == "degraded":
             notes.append("degraded: some operations failed (see errors.parquet)")
         validation = directory / "validation.json"

@@ -213,3 +213,19 @@ def test_a_run_from_an_older_version_without_histograms_still_charts(tmp_path, m
     summary = html[html.index('id="summary"') :]
     postgres = summary[summary.index("</span>postgres</span>") :]
     assert '<td class="num">—</td>' in postgres[: postgres.index("</tbody>")]  # p99.9 and mean unknown
+
+
+def test_a_client_bound_store_is_called_out(tmp_path, make_run):
+    warning = "load process 0 used 97% of a core on average"
+    run_id = make_run(
+        tmp_path,
+        stores=[
+            StoreSpec("redis", extra={"load": {"client_saturated": True, "client_saturation": warning}}),
+            StoreSpec("postgres"),
+        ],
+    )
+    html = write_report(tmp_path, run_id).read_text()
+    assert 'id="client-bound"' in html
+    assert warning in html
+    callout = html[html.index('id="client-bound"') : html.index('id="parameters"')]
+    assert "redis" in callout and "postgres" not in callout
