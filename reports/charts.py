@@ -245,3 +245,42 @@ def timeseries_chart(throughput: dict[str, Series], p99: dict[str, Series], colo
     return _render(
         "timeseries", "Throughput and p99 latency per second of the measured window, per store", draw
     )
+
+
+def sweep_chart(points: dict[str, list[dict[str, Any]]], colors: dict[str, str]) -> str:
+    """Latency-throughput curve per store: one point per sweep step (p99 on a log scale).
+
+    Where the curve turns up steeply is the knee: more offered load buys latency, not
+    throughput.
+    """
+
+    def draw() -> Any:
+        fig = _figure(10.5, 4.2)
+        ax = fig.add_subplot()
+        for store, steps in points.items():
+            xs = [p["throughput_ops_s"] for p in steps]
+            ys = [p["latency_p99_us"] for p in steps]
+            color = colors.get(store, INK)
+            ax.plot(xs, ys, marker="o", color=color, label=store)
+            for point in steps:
+                prefix = "u" if point["parameter"] == "users" else ""
+                ax.annotate(
+                    f"{prefix}{_number(point['value'])}",
+                    (point["throughput_ops_s"], point["latency_p99_us"]),
+                    textcoords="offset points",
+                    xytext=(4, 6),
+                    fontsize=8,
+                    color=color,
+                )
+        values = [p["latency_p99_us"] for steps in points.values() for p in steps]
+        _log_y(ax, min(values), max(values))
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(_number))
+        ax.set_xlabel("throughput, all operations (ops/s)")
+        ax.set_ylabel("p99 latency (µs)")
+        ax.legend(loc="upper left", frameon=False)
+        _style(ax)
+        return fig
+
+    return _render("sweep", "Latency-throughput curve: p99 against throughput per sweep step and store", draw)

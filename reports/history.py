@@ -273,3 +273,37 @@ def list_runs(results_root: str | Path) -> list[dict[str, Any]]:
 
 def _json_text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def sweep_points(results_root: str | Path, sweep_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every measured step of a sweep, per store: the step's value, throughput and p99.
+
+    A sweep's steps are the runs `<sweep id>.<step>` whose run.json names the sweep;
+    steps that failed or have no summary are left out. Sorted by the step's value.
+    """
+    import json
+
+    points: dict[str, list[dict[str, Any]]] = {}
+    runs = Path(results_root) / "runs"
+    for info_path in sorted(runs.glob(f"run_id={sweep_id}.*/store=*/run.json")):
+        info = json.loads(info_path.read_text())
+        sweep = info.get("sweep") or {}
+        summary_path = info_path.with_name("summary.parquet")
+        if sweep.get("id") != sweep_id or not summary_path.exists():
+            continue
+        summary = pd.read_parquet(summary_path)
+        rows = summary[summary["operation"] == "ALL"]
+        if rows.empty:
+            continue
+        row = rows.iloc[0]
+        points.setdefault(info["store"], []).append(
+            {
+                "parameter": sweep.get("parameter"),
+                "value": sweep.get("value"),
+                "throughput_ops_s": float(row["throughput_ops_s"]),
+                "latency_p99_us": float(row["latency_p99_us"]),
+            }
+        )
+    for steps in points.values():
+        steps.sort(key=lambda point: point["value"])
+    return points

@@ -20,8 +20,24 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from reports.history import REPORTS_DIR, RunResults, check_run_id, list_runs, load_run, parse_time
-from reports.model import Report, build_report, fmt_time, latency_curves, throughputs, timeseries
+from reports.history import (
+    REPORTS_DIR,
+    RunResults,
+    check_run_id,
+    list_runs,
+    load_run,
+    parse_time,
+    sweep_points,
+)
+from reports.model import (
+    Report,
+    build_report,
+    fmt_time,
+    latency_curves,
+    store_colors,
+    throughputs,
+    timeseries,
+)
 from workloads.errors import OptiStackError
 
 log = logging.getLogger(__name__)
@@ -58,11 +74,17 @@ def _chart(name: str, draw: Any, *args: Any) -> Chart:
         return Chart(note=f"This chart could not be drawn: {error}")
 
 
-def build_charts(run: RunResults, report: Report) -> dict[str, Chart]:
-    """The report's charts: throughput, latency percentiles, and time series."""
+def build_charts(run: RunResults, report: Report, root: Path | None = None) -> dict[str, Chart]:
+    """The report's charts: throughput, latency percentiles, time series, and, for a
+    run that is a step of a sweep, the sweep's latency-throughput curve."""
     from reports import charts
 
     out: dict[str, Chart] = {}
+    sweep_ids = {(s.run.get("sweep") or {}).get("id") for s in run.stores.values()} - {None}
+    if root is not None and sweep_ids:
+        points = sweep_points(root, sorted(sweep_ids)[0])
+        if any(len(steps) >= 2 for steps in points.values()):
+            out["sweep"] = _chart("sweep", charts.sweep_chart, points, store_colors(points))
     values = throughputs(run)
     if any(value is not None for _, value, _ in values):
         out["throughput"] = _chart("throughput", charts.throughput_chart, values, report.colors)
@@ -84,12 +106,11 @@ def build_charts(run: RunResults, report: Report) -> dict[str, Chart]:
     return out
 
 
-def render_report(run: RunResults, now: datetime | None = None) -> str:
-    """The report of one run as an HTML string."""
+def render_report(run: RunResults, now: datetime | None = None, root: Path | None = None) -> str:
+    """The report of one run as an HTML string (`root` lets it find a sweep's other steps)."""
     report = build_report(run, now=now)
-    return (
-        _environment().get_template("report.html.j2").render(report=report, charts=build_charts(run, report))
-    )
+    charts = build_charts(run, report, root)
+    return _environment().get_template("report.html.j2").render(report=report, charts=charts)
 
 
 def _atomic_write(path: Path, text: str) -> Path:
@@ -127,7 +148,7 @@ def write_report(results_root: str | Path, run_id: str | None = None, update_ind
     """
     root = Path(results_root)
     run_id = check_run_id(run_id) if run_id is not None else latest_run_id(root)
-    html = render_report(load_run(root, run_id))
+    html = render_report(load_run(root, run_id), root=root)
     path = _atomic_write(root / REPORTS_DIR / f"{run_id}.html", html)
     if update_index:
         write_index(root)

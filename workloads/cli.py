@@ -44,6 +44,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="measured seconds (default 30; with --operations an upper bound, default 86400)",
     )
     run.add_argument(
+        "--repeats",
+        type=int,
+        help="repeat the measured phase N times; the summary gives the mean and 95%% CI (default 1)",
+    )
+    run.add_argument(
         "--operations",
         type=int,
         help="measure this many operations instead of a duration (YCSB operationcount)",
@@ -55,12 +60,16 @@ def _build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds run before measuring, excluded from results (default 5)",
     )
-    run.add_argument("--users", type=int, default=16, help="concurrent clients in total (default 16)")
+    run.add_argument(
+        "--users",
+        default="16",
+        help="concurrent clients in total (default 16); a list such as 1,4,16,64 sweeps them",
+    )
     run.add_argument("--spawn-rate", type=float, help="users started per second (default: all in 1 s)")
     run.add_argument(
         "--target-rate",
-        type=float,
-        help="total ops/s to hold (open loop, coordinated omission corrected); omit for closed loop",
+        help="total ops/s to hold (open loop, coordinated omission corrected); omit for closed loop; "
+        "a list such as 500,1000,2000 sweeps them",
     )
     run.add_argument("--processes", type=int, help="load processes (default: one per core)")
     run.add_argument("--run-id", help="run id (default: UTC time + random suffix); reusing one replaces it")
@@ -160,21 +169,38 @@ def _run(args: argparse.Namespace) -> int:
     options["urls"] = parse_url_options(args.url_pairs)
     if args.operations is not None and args.duration_s is None:
         options["duration_s"] = 86_400.0
-    if args.operations is not None and args.duration_s is None:
-        options["duration_s"] = 86_400.0
-    p = runner.plan(options, command=runner.command_line())
-    print(
-        f"run {p.run_id}: workload {p.spec.name} ({p.spec.description or 'custom'}), "
-        f"{p.spec.record_count:,} records, stores {', '.join(p.stores)}",
-        flush=True,
-    )
-    dirs = runner.run(p, log=lambda line: print(line, flush=True))
+    _sweepable(options, "users", "sweep_users", int)
+    _sweepable(options, "target_rate", "sweep_target_rates", float)
     from workloads.summary import print_summary
 
-    failed = print_summary(dirs)
-    if not args.no_report:
-        _write_report(Path(p.results_root), p.run_id)
+    failed = False
+    for p in runner.plan_sweep(options, command=runner.command_line()):
+        step = f" (sweep {p.sweep['parameter']} = {p.sweep['value']:g})" if p.sweep else ""
+        print(
+            f"run {p.run_id}{step}: workload {p.spec.name} ({p.spec.description or 'custom'}), "
+            f"{p.spec.record_count:,} records, stores {', '.join(p.stores)}",
+            flush=True,
+        )
+        dirs = runner.run(p, log=lambda line: print(line, flush=True))
+        failed = print_summary(dirs) or failed
+        if not args.no_report:
+            _write_report(Path(p.results_root), p.run_id)
     return 1 if failed else 0
+
+
+def _sweepable(options: dict, name: str, sweep_name: str, kind: type) -> None:
+    """`--users 1,4,16` (a list) becomes a sweep; a single value stays a setting."""
+    raw = options.get(name)
+    if raw is None:
+        return
+    try:
+        values = [kind(v) for v in str(raw).split(",") if v.strip()]
+    except ValueError:
+        flag = "--" + name.replace("_", "-")
+        raise OptiStackError(f"{flag} {raw!r} must be a number or a comma-separated list of numbers") from None
+    options[name] = values[0] if values else raw
+    if len(values) > 1:
+        options[sweep_name] = values
 
 
 def _write_report(root: Path, run_id: str | None) -> None:

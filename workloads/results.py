@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workloads.recorder import ALL, decode, latency_stats, new_histogram
+from workloads.recorder import ALL, decode, encode, latency_stats, merge_encoded, new_histogram
 
 OPERATION_ORDER = ["READ", "UPDATE", "INSERT", "SCAN", "READ_MODIFY_WRITE", "DELETE", ALL]
 
@@ -89,8 +89,6 @@ def summary_frame(load: dict[str, Any], identity: dict[str, Any]) -> pd.DataFram
         if intended is not None:
             all_intended.add(intended)
         all_errors += data["errors"]
-    from workloads.recorder import encode
-
     histograms[ALL] = (
         all_service,
         all_intended if all_intended.get_total_count() else None,
@@ -121,8 +119,8 @@ def summary_frame(load: dict[str, Any], identity: dict[str, Any]) -> pd.DataFram
 def timeseries_frame(load: dict[str, Any], identity: dict[str, Any]) -> pd.DataFrame:
     """One row per measured second and operation; seconds nobody completed anything in
     appear as zero rows, so a stall shows as a dip instead of a hole."""
-    rows = pd.DataFrame(load["rows"])
-    seconds = max(1, round(load["window"]["duration_s"]))
+    rows = pd.DataFrame(load["rows"]).drop(columns=["repeat"], errors="ignore")
+    seconds = load["window"].get("seconds") or max(1, round(load["window"]["duration_s"]))
     ops_seen = sorted(set(rows["operation"]) if len(rows) else {ALL}, key=_op_sort_key)
     full = pd.MultiIndex.from_product([range(seconds), ops_seen], names=["second", "operation"]).to_frame(
         index=False
@@ -139,9 +137,13 @@ def timeseries_frame(load: dict[str, Any], identity: dict[str, Any]) -> pd.DataF
         frame[col] = frame[col].astype("float64")
     for key, value in reversed(identity.items()):
         frame.insert(0, key, value)
+    # Repeated measured phases follow each other; say which repeat a second belongs to.
+    starts = load["window"].get("repeat_starts", [0])
+    frame["repeat"] = frame["second"].map(lambda second: sum(1 for start in starts if start <= second) - 1)
     return frame[
         [
             *identity,
+            "repeat",
             "operation",
             "second",
             "ops",
@@ -185,3 +187,90 @@ def slowest_frame(load: dict[str, Any], identity: dict[str, Any]) -> pd.DataFram
     return pd.DataFrame(
         rows, columns=[*identity, "operation", "key", "start_offset_ms", "latency_us", "error"]
     )
+
+
+def merge_loads(loads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the outputs of repeated measured phases into one, exactly.
+
+    Histograms are added, counts summed, and each repeat's seconds follow the previous
+    repeat's in the time series (with a `repeat` column), so the merged output reads
+    like one longer window. The separate outputs stay in `repeat_loads`.
+    """
+    if len(loads) == 1:
+        return {**loads[0], "repeat_loads": loads}
+    totals: dict[str, dict[str, Any]] = {}
+    for load in loads:
+        for op, data in load["totals"].items():
+            entry = totals.setdefault(op, {"service": [], "intended": [], "errors": 0, "error_types": {}})
+            entry["service"].append(data["service"])
+            if data.get("intended"):
+                entry["intended"].append(data["intended"])
+            entry["errors"] += data["errors"]
+            for error_type, count in data.get("error_types", {}).items():
+                entry["error_types"][error_type] = entry["error_types"].get(error_type, 0) + count
+    for entry in totals.values():
+        entry["service"] = encode(merge_encoded(entry["service"]))
+        entry["intended"] = encode(merge_encoded(entry["intended"])) if entry["intended"] else None
+    rows, offset, starts = [], 0, []
+    for repeat, load in enumerate(loads):
+        starts.append(offset)
+        rows += [{**row, "second": row["second"] + offset, "repeat": repeat} for row in load["rows"]]
+        offset += max(1, round(load["window"]["duration_s"]))
+    examples = {}
+    for load in loads:
+        for op, error_type, message in load.get("error_examples", []):
+            examples.setdefault((op, error_type), message)
+    processes = max(len(load.get("process_cpu", [])) for load in loads)
+    return {
+        "window": {
+            "duration_s": sum(load["window"]["duration_s"] for load in loads),
+            "seconds": offset,
+            "repeat_starts": starts,
+        },
+        "totals": totals,
+        "rows": rows,
+        "error_examples": [[op, et, msg] for (op, et), msg in examples.items()],
+        "slowest": sorted((s for load in loads for s in load.get("slowest", [])), reverse=True)[:50],
+        "process_cpu": [
+            [sample for load in loads for sample in (load.get("process_cpu") or [[]] * processes)[i]]
+            for i in range(processes)
+        ],
+        "late_samples": sum(load.get("late_samples", 0) for load in loads),
+        "repeat_loads": loads,
+    }
+
+
+def ci95(values: list[float]) -> tuple[float, float, float]:
+    """Mean and the 95% confidence interval of the mean (Student's t), as (mean, low, high)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / n**0.5
+    return mean, mean - half, mean + half
+
+
+def repeats_frame(loads: list[dict[str, Any]], identity: dict[str, Any]) -> pd.DataFrame:
+    """One summary row per repeat and operation, with a `repeat` column."""
+    frames = [summary_frame(load, identity).assign(repeat=i) for i, load in enumerate(loads)]
+    return pd.concat(frames, ignore_index=True).drop(columns=["histogram"])
+
+
+def with_confidence(summary: pd.DataFrame, repeats: pd.DataFrame) -> pd.DataFrame:
+    """Add the repeats' mean and 95% CI of throughput and p99 to each summary row."""
+    summary = summary.copy()
+    summary["repeats"] = int(repeats["repeat"].nunique())
+    for metric, prefix in (("throughput_ops_s", "throughput"), ("latency_p99_us", "latency_p99")):
+        stats = {
+            op: ci95([v for v in group[metric].tolist() if v == v])  # NaN-free
+            for op, group in repeats.groupby("operation")
+        }
+        for i, name in enumerate(("mean", "ci95_low", "ci95_high")):
+            column = f"{prefix}_{name}_us" if prefix == "latency_p99" else f"{prefix}_{name}_ops_s"
+            summary[column] = summary["operation"].map(
+                lambda op, i=i, stats=stats: stats.get(op, (None,) * 3)[i]
+            )
+    return summary

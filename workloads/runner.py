@@ -35,12 +35,15 @@ from workloads.errors import OptiStackError
 from workloads.keyspace import records as seed_records
 from workloads.results import (
     errors_frame,
+    merge_loads,
     publish,
+    repeats_frame,
     slowest_frame,
     staging_dir,
     store_dir,
     summary_frame,
     timeseries_frame,
+    with_confidence,
     write_json,
     write_parquet,
 )
@@ -80,6 +83,9 @@ class RunOptions(BaseModel):
     field_length: int | None = Field(None, ge=1)
     duration_s: float = Field(30.0, gt=0, le=86_400)
     operations: int | None = Field(None, ge=1, le=10_000_000_000)
+    repeats: int = Field(1, ge=1, le=100)
+    sweep_users: list[int] | None = None
+    sweep_target_rates: list[float] | None = None
     warmup_s: float = Field(5.0, ge=0, le=3_600)
     users: int = Field(16, ge=1, le=10_000)
     spawn_rate: float | None = Field(None, gt=0)
@@ -107,6 +113,17 @@ class RunOptions(BaseModel):
             raise ValueError(f"store {', '.join(duplicates)} is listed twice; list each store once")
         return stores
 
+    @field_validator("sweep_users", "sweep_target_rates")
+    @classmethod
+    def _sane_sweep(cls, values: list[float] | None) -> list[float] | None:
+        if values is None:
+            return None
+        if not 2 <= len(values) <= 20:
+            raise ValueError("a sweep needs 2 to 20 values, e.g. --users 1,4,16,64")
+        if any(v <= 0 for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"sweep values must be positive and distinct, got {values}")
+        return values
+
     @field_validator("run_id")
     @classmethod
     def _safe_run_id(cls, run_id: str | None) -> str | None:
@@ -132,6 +149,7 @@ class RunPlan(BaseModel):
     processes: int
     spawn_rate: float
     command: str = ""
+    sweep: dict[str, Any] | None = None
 
     @property
     def root(self) -> Path:
@@ -180,6 +198,7 @@ FLAG_NAMES = {
     "processes": "--processes",
     "run_id": "--run-id",
     "operations": "--operations",
+    "repeats": "--repeats",
     "field_count": "--field-count",
     "field_length": "--field-length",
     "seed": "--seed",
@@ -241,6 +260,35 @@ def plan(options: RunOptions | dict[str, Any], command: str = "") -> RunPlan:
         spawn_rate=options.spawn_rate or float(options.users),
         command=command,
     )
+
+
+def plan_sweep(options: RunOptions | dict[str, Any], command: str = "") -> list[RunPlan]:
+    """One plan per sweep step (`sweep_users` or `sweep_target_rates`), else one plan.
+
+    Each step is a complete run of its own, `<run id>.u<users>` or `<run id>.r<rate>`,
+    whose run.json says which sweep it belongs to; the report draws the steps as a
+    latency-throughput curve per store.
+    """
+    if isinstance(options, dict):
+        options = parse_options(options)
+    if options.sweep_users and options.sweep_target_rates:
+        raise OptiStackError("sweep either users or target rates, not both")
+    if not (options.sweep_users or options.sweep_target_rates):
+        return [plan(options, command)]
+    base = options.run_id or new_run_id()
+    parameter, values = (
+        ("users", options.sweep_users) if options.sweep_users else ("target_rate", options.sweep_target_rates)
+    )
+    plans = []
+    for value in values:
+        suffix = f"u{value}" if parameter == "users" else f"r{value:g}"
+        step = options.model_copy(
+            update={parameter: value, "run_id": f"{base}.{suffix}", "sweep_users": None, "sweep_target_rates": None}
+        )
+        p = plan(step, command)
+        sweep = {"id": base, "parameter": parameter, "value": value, "values": list(values)}
+        plans.append(p.model_copy(update={"sweep": sweep}))
+    return plans
 
 
 def _check_writable(root: Path) -> None:
@@ -331,6 +379,7 @@ def stage_provision(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
             "processes": p.processes,
             "duration_s": o.duration_s,
             "operations": o.operations,
+            "repeats": o.repeats,
             "warmup_s": o.warmup_s,
             "target_rate": o.target_rate,
             "spawn_rate": p.spawn_rate,
@@ -343,6 +392,7 @@ def stage_provision(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
         versions=_versions(store),
         host=_host(),
         command=p.command,
+        sweep=p.sweep,
     )
     with get_store(store).connect(p.urls[store], p.settings()) as conn:
         info = conn.server_info()
@@ -381,10 +431,20 @@ def stage_seed(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
 
 
 def stage_load(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
-    """Run the measured load in a separate Locust process and stage its merged output."""
+    """Run the measured phase (`repeats` times) and return the merged load output."""
     _update_run_info(p, store, stage="load")
+    loads = []
+    for repeat in range(p.options.repeats):
+        if p.options.repeats > 1:
+            log(f"[{store}] repeat {repeat + 1} of {p.options.repeats}")
+        loads.append(_load_once(p, store, repeat, log))
+    return merge_loads(loads)
+
+
+def _load_once(p: RunPlan, store: str, repeat: int, log: Log) -> dict[str, Any]:
+    """One measured phase in a separate Locust process."""
     staging = staging_dir(p.root, p.run_id, store)
-    output = staging / "load-output.json"
+    output = staging / f"load-output-{repeat}.json"
     config = p.load_config(store, output)
     o = p.options
     argv = [
@@ -404,6 +464,14 @@ def stage_load(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
         "WARNING",
         "--only-summary",
         "--skip-log-setup",
+        # Its own port on loopback: runs in parallel (Airflow maps stores over tasks)
+        # must not fight over Locust's default 5557 on every interface.
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port := _free_port()),
+        "--master-port",
+        str(port),
     ]
     # The configuration (with the store URL) travels in the environment, not argv, so the
     # process list never shows a password; Locust forwards it to remote workers itself.
@@ -418,7 +486,15 @@ def stage_load(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
     if not output.exists():
         tail = "\n".join(lines[-15:])
         raise OptiStackError(f"{store}: the load process ended without results. Its last output:\n{tail}")
-    return json.loads(output.read_text())
+    load = json.loads(output.read_text())
+    output.unlink()
+    return load
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url: str) -> list[str]:
@@ -466,10 +542,12 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
     staging = staging_dir(p.root, p.run_id, store)
     o = p.options
     identity = {"run_id": p.run_id, "store": store, "workload": p.spec.name}
-    summary = summary_frame(
-        load, {**identity, "users": o.users, "processes": p.processes, "target_rate": o.target_rate}
-    )
+    columns = {**identity, "users": o.users, "processes": p.processes, "target_rate": o.target_rate}
+    summary = summary_frame(load, columns)
+    repeats = repeats_frame(load["repeat_loads"], columns)
+    summary = with_confidence(summary, repeats)
     write_parquet(staging / "summary.parquet", summary)
+    write_parquet(staging / "repeats.parquet", repeats)
     write_parquet(staging / "timeseries.parquet", timeseries_frame(load, identity))
     write_parquet(staging / "errors.parquet", errors_frame(load, identity))
     write_parquet(staging / "slowest.parquet", slowest_frame(load, identity))
@@ -492,7 +570,6 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
             "or load machines (Locust workers) before comparing stores"
         )
         log(f"[{store}] WARNING: client-bound: {saturation}")
-    (staging / "load-output.json").unlink(missing_ok=True)
     return _update_run_info(
         p,
         store,

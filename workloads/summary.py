@@ -35,6 +35,14 @@ def summary_lines(store_dirs: Iterable[Path]) -> tuple[list[str], bool]:
                 f"{row.errors:>8,}"
             )
         notes = []
+        all_row = summary[summary["operation"] == "ALL"].iloc[0]
+        if all_row.get("repeats", 1) > 1:
+            notes.append(
+                f"{int(all_row['repeats'])} repeats: throughput {all_row['throughput_mean_ops_s']:,.0f} ops/s "
+                f"(95% CI {all_row['throughput_ci95_low_ops_s']:,.0f}-{all_row['throughput_ci95_high_ops_s']:,.0f}), "
+                f"p99 {_us(all_row['latency_p99_mean_us'])} "
+                f"(95% CI {_us(all_row['latency_p99_ci95_low_us'])}-{_us(all_row['latency_p99_ci95_high_us'])})"
+            )
         if info.get("load", {}).get("client_saturated"):
             notes.append("client-bound: " + info["load"]["client_saturation"])
         if info.get("status") == "degraded":

@@ -187,3 +187,35 @@ def test_stores_lists_every_store_and_whether_it_answers(store_server) -> None:
     assert set(lines) == {"cassandra", "cockroachdb", "dynamodb", "mongodb", "mysql", "postgres", "redis"}
     assert "answers: Redis" in lines["redis"] or "answers: Valkey" in lines["redis"]
     assert "does not answer" in lines["mysql"]
+
+
+def test_a_sweep_with_repeats_gives_a_curve_and_confidence_intervals(tmp_path: Path, store_server) -> None:
+    redis = store_server("redis")
+    results = tmp_path / "results"
+    proc = optistack(
+        "run", "--store", "redis", "--workload", "c", "--records", "500", "--duration", "2", "--warmup", "0",
+        "--users", "1,2", "--repeats", "2", "--processes", "1", "--results", str(results), "--run-id", "sweep",
+        "--namespace", "optistack_cli_sweep", "--url", f"redis={redis.url}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 repeats: throughput" in proc.stdout and "95% CI" in proc.stdout
+    for step, users in (("sweep.u1", 1), ("sweep.u2", 2)):
+        folder = results / "runs" / f"run_id={step}" / "store=redis"
+        info = json.loads((folder / "run.json").read_text())
+        assert info["sweep"] == {"id": "sweep", "parameter": "users", "value": users, "values": [1, 2]}
+        assert info["settings"]["users"] == users
+        summary = pd.read_parquet(folder / "summary.parquet")
+        all_row = summary[summary["operation"] == "ALL"].iloc[0]
+        repeats = pd.read_parquet(folder / "repeats.parquet")
+        per_repeat = repeats[repeats["operation"] == "ALL"].sort_values("repeat")
+        assert list(per_repeat["repeat"]) == [0, 1]
+        # the merged row holds every repeat's operations; the mean is the repeats' mean
+        assert all_row["ops"] == per_repeat["ops"].sum()
+        assert all_row["repeats"] == 2
+        assert all_row["throughput_mean_ops_s"] == pytest.approx(per_repeat["throughput_ops_s"].mean())
+        assert all_row["throughput_ci95_low_ops_s"] <= all_row["throughput_mean_ops_s"]
+        assert all_row["throughput_mean_ops_s"] <= all_row["throughput_ci95_high_ops_s"]
+        series = pd.read_parquet(folder / "timeseries.parquet")
+        assert sorted(set(series["repeat"])) == [0, 1]
+    report = (results / "reports" / "sweep.u2.html").read_text()
+    assert 'id="sweep"' in report
