@@ -32,10 +32,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workloads.keyspace import records as seed_records  # noqa: E402
-from workloads.spec import CORE_WORKLOADS  # noqa: E402
-from workloads.stores import get_store  # noqa: E402
-from workloads.stores.base import StoreSettings  # noqa: E402
+from workloads.keyspace import records as seed_records
+from workloads.spec import CORE_WORKLOADS
+from workloads.stores import get_store
+from workloads.stores.base import StoreSettings
 
 BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
