@@ -1,0 +1,156 @@
+"""The glue between Airflow and the engine: run ids, params, connections, the matrix."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from workloads.errors import OptiStackError
+from workloads.runner import RUN_ID_PATTERN
+
+
+@pytest.fixture(autouse=True)
+def _airflow(airflow_db: Path) -> None:
+    """Connections are looked up through Airflow, which needs its configuration."""
+
+
+@pytest.mark.parametrize(
+    ("airflow_run_id", "expected"),
+    [
+        ("manual__2026-12-04T20:15:00.123456+00:00", "manual__2026-12-04T20-15-00.123456-00-00"),
+        ("scheduled__2026-12-05T02:00:00+00:00", "scheduled__2026-12-05T02-00-00-00-00"),
+        ("my run/ä", "my-run"),
+        ("__odd__", "odd"),
+    ],
+)
+def test_engine_run_id_is_file_safe_and_stable(airflow_run_id: str, expected: str) -> None:
+    from optistack_common import engine_run_id
+
+    assert engine_run_id(airflow_run_id) == expected
+    assert engine_run_id(airflow_run_id) == engine_run_id(airflow_run_id)
+    assert RUN_ID_PATTERN.match(expected)
+
+
+def test_engine_run_id_of_a_long_id_is_cut_but_unique() -> None:
+    from optistack_common import engine_run_id
+
+    first, second = engine_run_id("x" * 150 + "1"), engine_run_id("x" * 150 + "2")
+    assert first != second
+    assert RUN_ID_PATTERN.match(first) and len(first) <= 100
+
+
+def test_nightly_run_id_names_the_night_and_the_entry() -> None:
+    from optistack_common import nightly_run_id
+
+    when = dt.datetime(2026, 12, 5, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert nightly_run_id(when, 3) == "nightly-20261205T0200Z-3"
+
+
+def test_options_from_params_maps_zero_to_unset_and_refuses_unknown_names() -> None:
+    from optistack_common import options_from_params, param_defaults
+
+    options = options_from_params({**param_defaults(), "target_rate": 0, "processes": 0})
+    assert options["target_rate"] is None and options["processes"] is None
+    options = options_from_params({**param_defaults(), "target_rate": 500, "processes": 2})
+    assert options["target_rate"] == 500 and options["processes"] == 2
+    with pytest.raises(OptiStackError, match=r"unknown setting.*record_cont"):
+        options_from_params({**param_defaults(), "record_cont": 5})
+    with pytest.raises(OptiStackError, match=r"unknown setting.*urls"):  # no URLs through a conf
+        options_from_params({**param_defaults(), "urls": {"redis": "redis://evil:6379/0"}})
+
+
+def test_connection_wins_over_the_environment_and_keeps_host_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optistack_common import connection_url, store_url
+
+    assert connection_url("redis") is None
+    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
+    assert store_url("redis") == "redis://127.0.0.1:6379/3"
+    monkeypatch.setenv("AIRFLOW_CONN_OPTISTACK_REDIS", "redis://:pw@10.0.0.9:6380/4")
+    assert store_url("redis") == "redis://:pw@10.0.0.9:6380/4"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPTISTACK_CASSANDRA", "cassandra://u:p@h1,h2:9042/optistack?replication_factor=1"
+    )
+    assert connection_url("cassandra") == "cassandra://u:p@h1,h2:9042/optistack?replication_factor=1"
+
+
+def test_a_connection_of_another_type_takes_the_stores_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optistack_common import connection_url
+
+    # What the UI makes when "Generic" is the closest type it offers (stored as JSON).
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPTISTACK_REDIS",
+        '{"conn_type": "generic", "host": "127.0.0.1", "port": 6379, "schema": "3", "password": "pw"}',
+    )
+    assert connection_url("redis") == "redis://:pw@127.0.0.1:6379/3"
+    monkeypatch.setenv("AIRFLOW_CONN_OPTISTACK_COCKROACHDB", "postgresql://root@crdb:26257/defaultdb")
+    assert connection_url("cockroachdb") == "postgres://root@crdb:26257/defaultdb"  # a scheme it takes
+
+
+def test_a_store_without_any_url_is_refused_by_the_plan(tmp_path: Path, monkeypatch) -> None:
+    from optistack_common import param_defaults, plan_run
+
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path))
+    with pytest.raises(
+        OptiStackError,
+        match=r"no URL for cassandra: add the Airflow Connection optistack_cassandra .*OPTISTACK_CASSANDRA_URL",
+    ):
+        plan_run({**param_defaults(), "stores": ["cassandra"]}, "no-url", "test")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_plan_in_xcom_has_no_password(tmp_path: Path, monkeypatch) -> None:
+    from optistack_common import hydrate, param_defaults, plan_run
+
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW_CONN_OPTISTACK_POSTGRES", "postgresql://bench:Sekr1t-pw@db.example:5432/b")
+    plan = plan_run({**param_defaults(), "stores": ["postgres"]}, "redacted", "test")
+    assert "Sekr1t-pw" not in repr(plan)
+    assert plan["urls"] == {"postgres": "postgres://bench:***@db.example:5432/b"}
+    assert plan["options"]["urls"] == {}
+    # each task gets the real URL back by looking it up again
+    assert hydrate(plan, "postgres").urls == {"postgres": "postgres://bench:Sekr1t-pw@db.example:5432/b"}
+    monkeypatch.setenv("AIRFLOW_CONN_OPTISTACK_POSTGRES", "postgresql://bench:x@elsewhere:5432/b")
+    with pytest.raises(OptiStackError, match="connection changed during the run"):
+        hydrate(plan, "postgres")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("runs: []", "non-empty list under `runs:`"),
+        ("- stores: [redis]", "non-empty list under `runs:`"),
+        ("runs: [redis]", "entry 0 .* must be a mapping"),
+        ("runs: [{stores: [redis]", "not valid YAML"),
+    ],
+)
+def test_a_malformed_matrix_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    from optistack_common import load_matrix
+
+    path = tmp_path / "matrix.yaml"
+    path.write_text(text)
+    with pytest.raises(OptiStackError, match=message):
+        load_matrix(path)
+
+
+def test_the_nightly_plan_names_every_invalid_entry_and_runs_none(tmp_path: Path, monkeypatch) -> None:
+    from optistack_common import plan_nightly
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "runs:\n"
+        "  - {stores: [redis], workload: a}\n"
+        "  - {stores: [redis], record_count: 0}\n"
+        "  - {stores: [redis], users: 4, duratoin_s: 3}\n"
+    )
+    monkeypatch.setenv("OPTISTACK_NIGHTLY_MATRIX", str(matrix))
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
+    with pytest.raises(OptiStackError) as refused:
+        plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
+    message = str(refused.value)
+    assert "entry 1:" in message and "record_count" in message
+    assert "entry 2:" in message and "duratoin_s" in message
+    assert "entry 0" not in message
+    assert not (tmp_path / "results" / "runs").exists()
