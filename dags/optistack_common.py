@@ -178,6 +178,15 @@ def benchmark_params() -> dict[str, Param]:
             "Off keeps it for inspection.",
             section="Data shape",
         ),
+        "repeats": Param(
+            1,
+            type="integer",
+            minimum=1,
+            maximum=100,
+            title="Repeats",
+            description="Run the measured phase this many times on the same data; the summary and report "
+            "give the mean and a 95% confidence interval for throughput and p99.",
+        ),
         "namespace": Param(
             "optistack_usertable",
             type="string",
