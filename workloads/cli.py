@@ -197,7 +197,9 @@ def _sweepable(options: dict, name: str, sweep_name: str, kind: type) -> None:
         values = [kind(v) for v in str(raw).split(",") if v.strip()]
     except ValueError:
         flag = "--" + name.replace("_", "-")
-        raise OptiStackError(f"{flag} {raw!r} must be a number or a comma-separated list of numbers") from None
+        raise OptiStackError(
+            f"{flag} {raw!r} must be a number or a comma-separated list of numbers"
+        ) from None
     options[name] = values[0] if values else raw
     if len(values) > 1:
         options[sweep_name] = values

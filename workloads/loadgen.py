@@ -224,6 +224,8 @@ def _write_output(config: LoadConfig) -> None:
         "slowest": aggregator.slowest,
         "late_samples": aggregator.late_samples,
         "process_cpu": list(STATE.process_cpu.values()),
+        # Workers whose final data never came (killed, crashed): their share is missing.
+        "lost_processes": max(0, STATE.expected_processes - len(STATE.process_cpu)),
     }
     tmp = f"{config.output_path}.tmp"
     with open(tmp, "w") as fh:

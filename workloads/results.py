@@ -236,6 +236,7 @@ def merge_loads(loads: list[dict[str, Any]]) -> dict[str, Any]:
             for i in range(processes)
         ],
         "late_samples": sum(load.get("late_samples", 0) for load in loads),
+        "lost_processes": sum(load.get("lost_processes", 0) for load in loads),
         "repeat_loads": loads,
     }
 
@@ -245,6 +246,8 @@ def ci95(values: list[float]) -> tuple[float, float, float]:
     from scipy import stats
 
     n = len(values)
+    if n == 0:  # no successful operation (e.g. only CONNECT errors): nothing to average
+        return float("nan"), float("nan"), float("nan")
     mean = sum(values) / n
     if n < 2:
         return mean, float("nan"), float("nan")
@@ -265,7 +268,7 @@ def with_confidence(summary: pd.DataFrame, repeats: pd.DataFrame) -> pd.DataFram
     summary["repeats"] = int(repeats["repeat"].nunique())
     for metric, prefix in (("throughput_ops_s", "throughput"), ("latency_p99_us", "latency_p99")):
         stats = {
-            op: ci95([v for v in group[metric].tolist() if v == v])  # NaN-free
+            op: ci95([v for v in group[metric].tolist() if v is not None and v == v])  # None/NaN-free
             for op, group in repeats.groupby("operation")
         }
         for i, name in enumerate(("mean", "ci95_low", "ci95_high")):

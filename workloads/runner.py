@@ -20,10 +20,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
+from queue import Empty, Queue
 from typing import Any, Literal
 
 import psutil
@@ -283,7 +285,12 @@ def plan_sweep(options: RunOptions | dict[str, Any], command: str = "") -> list[
     for value in values:
         suffix = f"u{value}" if parameter == "users" else f"r{value:g}"
         step = options.model_copy(
-            update={parameter: value, "run_id": f"{base}.{suffix}", "sweep_users": None, "sweep_target_rates": None}
+            update={
+                parameter: value,
+                "run_id": f"{base}.{suffix}",
+                "sweep_users": None,
+                "sweep_target_rates": None,
+            }
         )
         p = plan(step, command)
         sweep = {"id": base, "parameter": parameter, "value": value, "values": list(values)}
@@ -502,7 +509,9 @@ def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url
 
     The load process (a Locust master and its forked workers) gets its own process
     group, and leaves with this function whatever happens: a killed or interrupted
-    runner never leaves load running behind it.
+    runner never leaves load running behind it. A master that dies first takes its
+    workers with it: they would hold the output pipe open until their own 60 s
+    heartbeat timeout.
     """
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True
@@ -511,13 +520,11 @@ def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url
     lines: list[str] = []
     assert proc.stdout is not None
     try:
-        for line in _lines(proc.stdout):
+        for line in _lines(proc.stdout, proc, deadline):
             line = redact_text(line.rstrip(), url)
             lines.append(line)
             if line.startswith("progress "):
                 log(line.removeprefix("progress "))
-            if time.monotonic() > deadline:
-                break
         proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         raise OptiStackError(
@@ -528,13 +535,46 @@ def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # workers the master left behind
+            os.killpg(proc.pid, signal.SIGKILL)
     if proc.returncode not in (0, None) and proc.returncode < 0:
         log(f"the load process was killed by signal {-proc.returncode}")
     return lines
 
 
-def _lines(stream: Any) -> Iterator[str]:
-    yield from iter(stream.readline, "")
+# After the master exits, how long its workers may still write before they are stopped.
+ORPHAN_GRACE_S = 2.0
+
+
+def _lines(stream: Any, proc: subprocess.Popen, deadline: float) -> Iterator[str]:
+    """The output's lines until it ends, the deadline passes, or the master has exited
+    (ORPHAN_GRACE_S earlier) while its workers still hold the pipe open.
+
+    A thread reads, so the deadline and the master's exit are checked even while the
+    load process prints nothing.
+    """
+    queue: Queue[str | None] = Queue()
+
+    def pump() -> None:
+        for line in iter(stream.readline, ""):
+            queue.put(line)
+        queue.put(None)
+
+    threading.Thread(target=pump, name="load-output", daemon=True).start()
+    exited_at = None
+    while time.monotonic() < deadline:
+        try:
+            line = queue.get(timeout=0.5)
+        except Empty:
+            if proc.poll() is None:
+                continue
+            exited_at = exited_at or time.monotonic()
+            if time.monotonic() - exited_at > ORPHAN_GRACE_S:
+                return
+            continue
+        if line is None:
+            return
+        yield line
 
 
 def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print) -> dict[str, Any]:
@@ -561,6 +601,7 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
         for i, s in enumerate(load.get("process_cpu", []))
     ]
     status = "degraded" if all_row["errors"] > 0 else "ok"
+    lost = int(load.get("lost_processes", 0))
     saturated = [c["process"] for c in cpu if c["cpu_percent_mean"] >= CLIENT_SATURATION_PERCENT]
     saturation = None
     if saturated:
@@ -570,7 +611,7 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
             "or load machines (Locust workers) before comparing stores"
         )
         log(f"[{store}] WARNING: client-bound: {saturation}")
-    return _update_run_info(
+    info = _update_run_info(
         p,
         store,
         status=status,
@@ -584,8 +625,17 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
             "client_saturated": bool(saturated),
             "client_saturation": saturation,
             "late_samples": load.get("late_samples", 0),
+            "lost_processes": lost,
         },
     )
+    if lost:
+        # The files are kept (and published), but the figures miss that process's load
+        # and its unreported seconds: never let them pass as a complete run.
+        raise OptiStackError(
+            f"{lost} of {p.processes} load processes died before the measured window ended; the results "
+            "cover only part of the planned load and are incomplete"
+        )
+    return info
 
 
 def stage_validate(p: RunPlan, store: str, log: Log = print, thresholds: Any = None) -> Any:

@@ -82,15 +82,28 @@ class RedisStore(Store):
                 f"redis URL {redact_url(self.url)!r} has database {db_path!r}; the path must be "
                 f"a database number, as in {self.example_url}"
             )
+        connect_timeout = self.settings.connect_timeout_s
+        # from_url is lazy: PING once so an unreachable server fails here. A port that
+        # completes the TCP handshake but never answers (a hung server, a proxy with
+        # nothing behind it) must fail within the connect timeout too, not the operation
+        # timeout (60 s for the runner's seeding connection): the handshake (AUTH,
+        # SELECT) and that PING get only the connect timeout.
+        with redis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+        ) as probe:
+            probe.ping()
         self._client = redis.Redis.from_url(
             self.url,
             decode_responses=True,
-            socket_connect_timeout=self.settings.connect_timeout_s,
+            socket_connect_timeout=connect_timeout,
             socket_timeout=self.settings.operation_timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
         try:
-            self._client.ping()  # from_url is lazy; make an unreachable server fail here
+            self._client.ping()  # open the client's own connection now, not in its first operation
         except BaseException:
             self.close()
             raise
