@@ -542,6 +542,44 @@ def write_reports(store_runs_: list[dict[str, Any]] | None) -> list[str]:
     return paths
 
 
+REGRESSION_NOTIFIER_ENV = "OPTISTACK_REGRESSION_NOTIFIER"
+
+
+def detect_regressions(store_runs_: list[dict[str, Any]] | None, fail_on_regression: bool) -> dict[str, Any]:
+    """The nightly `regressions` task: tonight's runs against their earlier nights.
+
+    Writes the trend report (regressions at the top) and the index, logs every finding,
+    calls the notifier named by `$OPTISTACK_REGRESSION_NOTIFIER` (`module:function`,
+    given the flagged findings as dicts) when something regressed, and fails the task on
+    a regression when `fail_on_regression` is set, so Airflow's alerting and
+    `on_failure_callback` fire.
+    """
+    import dataclasses
+    import importlib
+
+    from reports.regression import detect_from_results, has_regressions, summary_text
+    from reports.render import write_index
+    from reports.trend import write_trend_report
+
+    if not store_runs_:
+        raise OptiStackError("nothing to judge: the plan task refused this run (its log says why)")
+    plans = list({item["plan"]["run_id"]: item["plan"] for item in store_runs_}.values())
+    root = plans[0]["results_root"]
+    findings = detect_from_results(root, [plan["run_id"] for plan in plans])
+    log.info("regression check:\n%s", summary_text(findings))
+    trend = write_trend_report(root)
+    log.info("trend report: %s; index: %s", trend, write_index(root))
+    regressed = has_regressions(findings)
+    notifier = os.environ.get(REGRESSION_NOTIFIER_ENV)
+    if regressed and notifier:
+        module, _, function = notifier.partition(":")
+        flagged = [dataclasses.asdict(f) for f in findings if f.flagged]
+        getattr(importlib.import_module(module), function)(flagged)
+    if regressed and fail_on_regression:
+        raise OptiStackError("regressions against earlier nights:\n" + summary_text(findings))
+    return {"regressed": regressed, "trend": str(trend), "findings": len(findings)}
+
+
 # --- one store, stage by stage ------------------------------------------------------------
 _MAPPED = {"map_index_template": "{{ optistack_label }}"}
 

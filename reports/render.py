@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 INDEX_FILE = "index.html"
+TREND_FILE = "trend.html"  # reports/trend.py writes it; not a run's report
 
 
 @dataclass
@@ -171,7 +172,7 @@ def index_entries(results_root: str | Path) -> list[IndexEntry]:
     files = {
         p.name[: -len(".html")]: p
         for p in (reports.glob("*.html") if reports.is_dir() else [])
-        if p.name != INDEX_FILE and not p.name.startswith((".", "_"))
+        if p.name not in (INDEX_FILE, TREND_FILE) and not p.name.startswith((".", "_"))
     }
     runs = {item["run_id"]: item for item in list_runs(results_root)}
     keyed = []
@@ -203,6 +204,7 @@ def render_index(results_root: str | Path, now: datetime | None = None) -> str:
         .get_template("index.html.j2")
         .render(
             entries=index_entries(results_root),
+            trend_href=TREND_FILE if (Path(results_root) / REPORTS_DIR / TREND_FILE).is_file() else None,
             generated_at=fmt_time((now or datetime.now(UTC)).isoformat(timespec="seconds")),
         )
     )

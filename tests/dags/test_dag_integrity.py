@@ -16,7 +16,7 @@ from workloads.stores import store_names
 STAGE_TASKS = ["store.provision", "store.seed", "store.run", "store.validate", "store.publish"]
 EXPECTED_TASKS = {
     "optistack_benchmark": {"plan", *STAGE_TASKS, "report"},
-    "optistack_nightly": {"plan", *STAGE_TASKS, "report"},
+    "optistack_nightly": {"plan", *STAGE_TASKS, "report", "regressions"},
 }
 FORM_PARAMS = [
     "stores",
@@ -60,6 +60,10 @@ def test_dag_shape(dagbag, dag_id: str) -> None:
     assert [a.uri for a in dag.get_task("store.publish").outlets] == ["optistack://results/runs"]
     assert [a.uri for a in dag.get_task("report").outlets] == ["optistack://results/reports"]
     assert dag.max_active_tasks == 1  # one measurement at a time on a shared machine
+    if dag_id == "optistack_nightly":  # judged against earlier nights even when a store failed
+        assert "regressions" in dag.get_task("report").downstream_task_ids
+        assert dag.get_task("regressions").trigger_rule == "all_done"
+        assert dag.params["fail_on_regression"] is True
 
 
 def test_schedules(dagbag) -> None:
