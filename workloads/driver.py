@@ -27,6 +27,7 @@ from workloads.stores.base import DEFAULT_NAMESPACE, Store, StoreSettings, redac
 RECONNECT_AFTER_ERRORS = 3
 ERROR_BACKOFF_S = 0.05
 YIELD_EVERY = 64  # operations between forced cooperative yields (see `WorkloadDriver.step`)
+TIMER_RESOLUTION_NS = 1_000_000  # gevent (libev, epoll) sleeps in whole milliseconds
 
 
 class LoadConfig(BaseModel):
@@ -157,15 +158,19 @@ class WorkloadDriver:
         self.steps = 0
         self.interval_ns = int(config.users / config.target_rate * 1e9) if config.target_rate else 0
         self.next_intended_ns = 0
+        self.in_flight = False  # an operation is running against the store
+        self.stopping = False  # the run is ending: start no new operation
 
     # -- connection ------------------------------------------------------------
     def start_user(self) -> None:
         """Connect; a failure is counted as a CONNECT error and retried by `step`."""
+        self._connect()
         if self.interval_ns:
+            # The schedule starts once connected (as YCSB throttles only after init): the
+            # time to import the driver and connect is not an operation's latency.
             # Spread users over one interval so a target rate starts smooth, not in bursts.
             offset = int(self.workload.rng.random() * self.interval_ns)
             self.next_intended_ns = time.perf_counter_ns() + offset
-        self._connect()
 
     def _connect(self) -> bool:
         start_wall, t0 = time.time_ns(), time.perf_counter_ns()
@@ -196,13 +201,18 @@ class WorkloadDriver:
             intended = self.next_intended_ns
             self.next_intended_ns += self.interval_ns
             wait_ns = intended - time.perf_counter_ns()
-            if wait_ns > 0:
-                self.sleep(wait_ns / 1e9)
+            if wait_ns > TIMER_RESOLUTION_NS:
+                # gevent's timers (libev on epoll) round every sleep up to a whole
+                # millisecond: sleep until within one of the intended start, not past it.
+                self.sleep((wait_ns - TIMER_RESOLUTION_NS) / 1e9)
         elif self.steps % YIELD_EVERY == 0:
             # A fast store can answer before the socket ever blocks; yield now and then
             # so Locust's heartbeats and reports keep running.
             self.sleep(0)
         self.steps += 1
+        if self.stopping:  # see OptiStackUser.stop: the user is killed while it waits here
+            self.sleep(1.0)
+            return
         if self.store is None and not self._connect():
             return
         name, key = op.upper(), ""
@@ -216,6 +226,7 @@ class WorkloadDriver:
                 self.sleep(0.5)
                 return
         t0 = time.perf_counter_ns()
+        self.in_flight = True
         try:
             key = self._execute(op)
         except Exception as error:  # every driver has its own hierarchy: count by type
@@ -224,8 +235,16 @@ class WorkloadDriver:
             t1 = time.perf_counter_ns()
             self.consecutive_errors = 0
             self.recorder.measure(
-                name, start_wall, (t1 - t0) // 1000, (t1 - intended) // 1000 if intended else None, None, key
+                name,
+                start_wall,
+                (t1 - t0) // 1000,
+                # an operation started (< 1 ms) before its intended start is charged its service time
+                (t1 - min(intended, t0)) // 1000 if intended else None,
+                None,
+                key,
             )
+        finally:
+            self.in_flight = False
         if counted:
             budget.release(time.time_ns())
 

@@ -286,6 +286,21 @@ class OptiStackUser(User):
         self.driver = WorkloadDriver(config, STATE.recorder, process_index=max(index, 0), sleep=gevent.sleep)
         self.driver.start_user()
 
+    def stop(self, force: bool = False) -> bool:
+        """Let the operation in flight finish before Locust kills this user.
+
+        It started inside the measured window: killing it would drop exactly the
+        slowest operations, and a stall across the end of the window would vanish
+        from the results. The store's operation timeout bounds the wait.
+        """
+        driver = getattr(self, "driver", None)
+        if driver is not None:
+            driver.stopping = True
+            deadline = time.monotonic() + driver.config.operation_timeout_s + 1.0
+            while driver.in_flight and time.monotonic() < deadline:
+                gevent.sleep(0.005)
+        return super().stop(force)
+
     def on_stop(self) -> None:
         driver = getattr(self, "driver", None)
         if driver is not None:
