@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import ClassVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -159,6 +160,13 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def chunks(iterable: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to `size` items: bulk loads consume their records in bounded memory."""
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def check_url(store_cls: type[Store], url: str) -> SplitResult:

@@ -41,8 +41,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qs, unquote
 
 from cassandra import ConsistencyLevel
@@ -54,7 +53,16 @@ from cassandra.query import PreparedStatement, dict_factory
 
 from workloads.errors import OptiStackError
 from workloads.stores import register
-from workloads.stores.base import Record, ScanOrder, ServerInfo, Store, StoreSettings, check_url, redact_url
+from workloads.stores.base import (
+    Record,
+    ScanOrder,
+    ServerInfo,
+    Store,
+    StoreSettings,
+    check_url,
+    chunks,
+    redact_url,
+)
 
 DEFAULT_PORT = 9042
 DEFAULT_KEYSPACE = "optistack"
@@ -67,12 +75,6 @@ CONCURRENCY = 64  # requests in flight while seeding
 DDL_TIMEOUT_S = 60.0
 # CQL identifiers OptiStack uses unquoted-safe and within Cassandra's 48-character limit.
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
-
-
-def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _gevent_patched() -> bool:
@@ -283,7 +285,7 @@ class CassandraStore(Store):
     def load(self, records: Iterable[tuple[str, Record]]) -> int:
         """Seed with concurrent prepared INSERTs, CHUNK_SIZE rows at a time."""
         loaded = 0
-        for chunk in _chunks(records, CHUNK_SIZE):
+        for chunk in chunks(records, CHUNK_SIZE):
             # Records normally share one field list; group them so each group has one statement.
             groups: dict[tuple[str, ...], list[tuple]] = {}
             for key, values in chunk:

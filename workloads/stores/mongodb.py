@@ -32,24 +32,26 @@ the URL's database because nx-27017 answers it on ``admin`` with an empty docume
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 
 from pymongo import ASCENDING, MongoClient
 
 from workloads.errors import OptiStackError
 from workloads.stores import register
-from workloads.stores.base import Record, ScanOrder, ServerInfo, Store, StoreSettings, check_url, redact_url
+from workloads.stores.base import (
+    Record,
+    ScanOrder,
+    ServerInfo,
+    Store,
+    StoreSettings,
+    check_url,
+    chunks,
+    redact_url,
+)
 
 BATCH_SIZE = 1000  # documents per insert_many: well under the 16 MiB / 100k-op batch limits
 DEFAULT_DATABASE = "optistack"
 META_COLLECTION = "optistack_meta"
-
-
-def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 @register
@@ -161,7 +163,7 @@ class MongoStore(Store):
     def load(self, records: Iterable[tuple[str, Record]]) -> int:
         """Seed with unordered insert_many batches."""
         loaded = 0
-        for chunk in _chunks(records, BATCH_SIZE):
+        for chunk in chunks(records, BATCH_SIZE):
             self._collection.insert_many([{"_id": key, **values} for key, values in chunk], ordered=False)
             loaded += len(chunk)
         return loaded

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 
 import redis
 from redis.backoff import NoBackoff
@@ -40,17 +39,20 @@ from redis.retry import Retry
 
 from workloads.errors import OptiStackError
 from workloads.stores import register
-from workloads.stores.base import Record, ScanOrder, ServerInfo, Store, StoreSettings, check_url, redact_url
+from workloads.stores.base import (
+    Record,
+    ScanOrder,
+    ServerInfo,
+    Store,
+    StoreSettings,
+    check_url,
+    chunks,
+    redact_url,
+)
 
 BATCH_SIZE = 1000  # records per pipeline: big enough to amortise round trips, small enough to bound memory
 INDEX_SUFFIX = "__index"
 MARKER_SUFFIX = "__optistack__"
-
-
-def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 @register
@@ -126,7 +128,7 @@ class RedisStore(Store):
 
     def _unlink_namespace(self) -> None:
         # The marker goes last: an interrupted teardown can be repeated.
-        for keys in _chunks(
+        for keys in chunks(
             (k for k in self._client.scan_iter(match=self._match, count=1000) if k != self._marker),
             BATCH_SIZE,
         ):
@@ -159,7 +161,7 @@ class RedisStore(Store):
         """Seed through non-transactional pipelines of BATCH_SIZE records."""
         loaded = 0
         prefix = self._prefix
-        for chunk in _chunks(records, BATCH_SIZE):
+        for chunk in chunks(records, BATCH_SIZE):
             pipe = self._client.pipeline(transaction=False)
             for key, values in chunk:
                 pipe.hset(prefix + key, mapping=values)
