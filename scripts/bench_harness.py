@@ -958,11 +958,6 @@ def median_rows(rows: list[dict]) -> list[dict]:
                 "ops_s_range": (min(r["ops_s"] for r in group), max(r["ops_s"] for r in group)),
                 "cpu_range": (min(r["cpu_us_op"] for r in group), max(r["cpu_us_op"] for r in group)),
                 "load": (min(r["load_before"] for r in group), max(r["load_after"] for r in group)),
-                "master_us_op": (
-                    statistics.median(r["master_cpu_s"] / r["ops"] * 1e6 for r in group)
-                    if mode == "optistack"
-                    else None
-                ),
             }
         )
     return sorted(
@@ -996,44 +991,63 @@ def main_table(medians: list[dict], repeat: int) -> str:
     return "\n".join(lines)
 
 
-def ratio_table(medians: list[dict]) -> str:
+def paired_ratio(rows: list[dict], store: str, users: int, a: str, b: str, key: str) -> tuple | None:
+    """Median (and range) over repetitions of a[key] / b[key], each repetition paired with itself.
+
+    Modes of one repetition run back to back, so pairing them cancels slow changes in the
+    machine's load better than a ratio of medians would.
+    """
+
+    def by_rep(mode: str) -> dict:
+        return {r["rep"]: r for r in rows if (r["store"], r["users"], r["mode"]) == (store, users, mode)}
+
+    num, den = by_rep(a), by_rep(b)
+    ratios = [num[k][key] / den[k][key] for k in sorted(num.keys() & den.keys())]
+    return (statistics.median(ratios), min(ratios), max(ratios)) if ratios else None
+
+
+def ratio_cell(ratio: tuple | None, target: str = "") -> str:
+    if ratio is None:
+        return "-"
+    median, low, high = ratio
+    spread = f" [{low:.2f}-{high:.2f}]" if high > low else ""
+    if target.startswith("<="):
+        return f"{median:.2f}{spread} {'met' if median <= float(target[2:]) else 'MISSED'}"
+    if target.startswith(">="):
+        return f"{median:.2f}{spread} {'met' if median >= float(target[2:]) else 'MISSED'}"
+    return f"{median:.2f}{spread}"
+
+
+def ratio_table(rows: list[dict]) -> str:
     lines = [
         "| store | users | OptiStack CPU/op ÷ bare (target ≤ 1.25) | OptiStack ops/s ÷ bare (target ≥ 0.90 at 1 user) "
-        "| OptiStack ops/s ÷ native | OptiStack CPU/op ÷ native | native used |",
-        "| --- | ---: | --- | --- | ---: | ---: | --- |",
+        "| OptiStack CPU/op ÷ gevent loop | OptiStack ops/s ÷ native | OptiStack CPU/op ÷ native | native used |",
+        "| --- | ---: | --- | --- | --- | --- | --- | --- |",
     ]
-    index = {(r["store"], r["users"], r["mode"]): r for r in medians}
-    for store, users in sorted(
-        {(r["store"], r["users"]) for r in medians}, key=lambda k: (list(URLS).index(k[0]), k[1])
-    ):
-        opti, bare = index.get((store, users, "optistack")), index.get((store, users, "bare"))
-        natives = [
-            r
-            for r in medians
-            if r["store"] == store and r["users"] == users and r["mode"].startswith("native")
-        ]
-        # The native run doing the same work as OptiStack's read: prepared pgbench, HGETALL, sysbench.
-        native = next(
-            (r for r in natives if "prepared" in r["mode"] or "HGETALL" in r["mode"]),
-            natives[0] if natives else None,
-        )
-        if opti is None:
+    pairs = sorted({(r["store"], r["users"]) for r in rows}, key=lambda k: (list(URLS).index(k[0]), k[1]))
+    for store, users in pairs:
+        modes = {r["mode"] for r in rows if (r["store"], r["users"]) == (store, users)}
+        if "optistack" not in modes:
             continue
-        cells = [store, str(users)]
-        if bare:
-            cpu = opti["cpu_us_op"] / bare["cpu_us_op"]
-            ops = opti["ops_s"] / bare["ops_s"]
-            cells.append(f"{cpu:.2f} {'met' if cpu <= 1.25 else 'MISSED'}")
-            cells.append(
-                f"{ops:.2f} {'met' if ops >= 0.90 else 'MISSED'}" if users == 1 else f"{ops:.2f} (no target)"
-            )
-        else:
-            cells += ["-", "-"]
+        # The native run doing the same work as OptiStack's read: prepared pgbench, HGETALL, sysbench.
+        natives = sorted(m for m in modes if m.startswith("native"))
+        native = next(
+            (m for m in natives if "prepared" in m or "HGETALL" in m), natives[0] if natives else None
+        )
+        cells = [
+            store,
+            str(users),
+            ratio_cell(paired_ratio(rows, store, users, "optistack", "bare", "cpu_us_op"), "<=1.25"),
+            ratio_cell(
+                paired_ratio(rows, store, users, "optistack", "bare", "ops_s"), ">=0.90" if users == 1 else ""
+            ),
+            ratio_cell(paired_ratio(rows, store, users, "optistack", "gevent", "cpu_us_op")),
+        ]
         if native:
             cells += [
-                f"{opti['ops_s'] / native['ops_s']:.2f}",
-                f"{opti['cpu_us_op'] / native['cpu_us_op']:.1f}",
-                native["mode"].removeprefix("native: "),
+                ratio_cell(paired_ratio(rows, store, users, "optistack", native, "ops_s")),
+                ratio_cell(paired_ratio(rows, store, users, "optistack", native, "cpu_us_op")),
+                native.removeprefix("native: "),
             ]
         else:
             cells += ["-", "-", "-"]
@@ -1041,25 +1055,34 @@ def ratio_table(medians: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def decomposition_table(medians: list[dict]) -> str:
-    """Where OptiStack's extra client CPU per operation goes, step by step from the bare loop."""
-    index = {(r["store"], r["users"], r["mode"]): r for r in medians}
+def decomposition_table(rows: list[dict]) -> str:
+    """Where OptiStack's extra client CPU per operation goes, step by step from the bare loop
+    (median over repetitions of the paired differences)."""
+    steps = ("bare", "gevent", "driver", "optistack")
     lines = [
-        "| store | users | bare µs/op | + gevent sockets | + WorkloadDriver.step & Recorder | + Locust worker & master "
-        "| = OptiStack µs/op | of which master |",
+        "| store | users | bare µs/op | + gevent sockets | + WorkloadDriver.step & Recorder "
+        "| + Locust worker & master | = OptiStack µs/op | of which master |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for store, users in sorted(
-        {(r["store"], r["users"]) for r in medians}, key=lambda k: (list(URLS).index(k[0]), k[1])
-    ):
-        got = [index.get((store, users, m)) for m in ("bare", "gevent", "driver", "optistack")]
-        if any(g is None for g in got):
+    pairs = sorted({(r["store"], r["users"]) for r in rows}, key=lambda k: (list(URLS).index(k[0]), k[1]))
+    for store, users in pairs:
+        reps: dict[int, dict[str, dict]] = {}
+        for r in rows:
+            if (r["store"], r["users"]) == (store, users) and r["mode"] in steps:
+                reps.setdefault(r["rep"], {})[r["mode"]] = r
+        complete = [modes for modes in reps.values() if len(modes) == len(steps)]
+        if not complete:
             continue
-        bare, gev, drv, opti = (g["cpu_us_op"] for g in got)
-        lines.append(
-            f"| {store} | {users} | {bare:.1f} | {gev - bare:+.1f} | {drv - gev:+.1f} | {opti - drv:+.1f} | "
-            f"{opti:.1f} | {got[3]['master_us_op']:.1f} |"
-        )
+
+        def med(values: list[float]) -> float:
+            return statistics.median(values)
+
+        cpu = [[m[s]["cpu_us_op"] for s in steps] for m in complete]
+        master = med([m["optistack"]["master_cpu_s"] / m["optistack"]["ops"] * 1e6 for m in complete])
+        cells = [f"{med([c[0] for c in cpu]):.1f}"]
+        cells += [f"{med([c[i] - c[i - 1] for c in cpu]):+.1f}" for i in range(1, len(steps))]
+        cells += [f"{med([c[-1] for c in cpu]):.1f}", f"{master:.1f}"]
+        lines.append(f"| {store} | {users} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -1084,6 +1107,7 @@ def main() -> None:
         "--modes", default=",".join(ALL_MODES), help=f"comma-separated subset of {','.join(ALL_MODES)}"
     )
     parser.add_argument("--json", help="also write every measurement to this JSON file")
+    parser.add_argument("--from-json", help="print the tables of a file written by --json; measure nothing")
     args = parser.parse_args()
     args.stores = [s for s in args.stores.split(",") if s]
     args.users = [int(u) for u in args.users.split(",") if u]
@@ -1092,6 +1116,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown store or mode: {', '.join(unknown)}")
 
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        render(saved["rows"], saved["costs"], saved["meta"], saved.get("failures", []))
+        return
     started = dt.datetime.now(dt.UTC)
     log(f"bench_harness: {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load {os.getloadavg()}")
     rows: list[dict] = []
@@ -1099,47 +1127,61 @@ def main() -> None:
         for store in args.stores:
             rows += measure_store(store, args, Path(tmp) / "results")
     costs = python_costs(args.records)
-    finished = dt.datetime.now(dt.UTC)
-    medians = median_rows(rows)
-    servers = sorted({f"{r['store']}: {r['server']}" for r in rows})
+    meta = {
+        "started": f"{started:%Y-%m-%d %H:%M}",
+        "finished": f"{dt.datetime.now(dt.UTC):%H:%M}",
+        "host": f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "cores": os.cpu_count(),
+        "records": args.records,
+        "warmup": args.warmup,
+        "duration": args.duration,
+        "repeat": args.repeat,
+    }
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {"meta": meta, "rows": rows, "costs": costs, "failures": FAILURES}, indent=1, default=str
+            )
+        )
+    render(rows, costs, meta, FAILURES)
 
-    print(f"## Harness cost, {started:%Y-%m-%d %H:%M}-{finished:%H:%M} UTC\n")
+
+def render(rows: list[dict], costs: list[dict], meta: dict, failures: list[str]) -> None:
+    """Print the Markdown report of a set of measurements."""
+    servers = sorted({f"{r['store']}: {r['server']}" for r in rows})
+    print(f"## Harness cost, {meta['started']}-{meta['finished']} UTC\n")
+    print(f"Host: {meta['host']}; {'; '.join(servers)}.")
     print(
-        f"Host: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"{'; '.join(servers)}."
-    )
-    print(
-        f"Workload c (100% reads, zipfian), {args.records:,} records of 10 x 100 B, warm-up {args.warmup:g}s, "
-        f"{args.duration:g}s measured per mode, {args.repeat} repetition(s) (medians; [min-max] when > 1). "
-        f"Load 1m: lowest before - highest after the measurements of the row.\n"
+        f"Workload c (100% reads, zipfian), {meta['records']:,} records of 10 x 100 B, warm-up "
+        f"{meta['warmup']:g}s, {meta['duration']:g}s measured per mode, {meta['repeat']} repetition(s), "
+        "interleaved (medians; [min-max] when more than one). Load 1m: lowest before - highest after "
+        "the measurements of the row.\n"
     )
     busiest = max((r["load_after"] for r in rows), default=0.0)
-    if busiest > (os.cpu_count() or 1):
+    if busiest > meta["cores"]:
         print(
-            f"**Warning: the 1-minute load average reached {busiest:.2f} on {os.cpu_count()} cores during "
+            f"**Warning: the 1-minute load average reached {busiest:.2f} on {meta['cores']} cores during "
             "these measurements: other work competed for the CPUs, which lowers throughput and inflates "
             "CPU per operation (caches, context switches). Re-run when `uptime` shows a quiet machine.**\n"
         )
-    print(main_table(medians, args.repeat))
-    print("\n### Ratios and targets\n")
-    print(ratio_table(medians))
-    print("\n### Where OptiStack's extra client CPU goes (µs/op, differences of the rows above)\n")
-    print(decomposition_table(medians))
+    print(main_table(median_rows(rows), meta["repeat"]))
+    print("\n### Ratios and targets (medians of per-repetition ratios)\n")
+    print(ratio_table(rows))
+    print("\n### Where OptiStack's extra client CPU goes (µs/op, medians of per-repetition differences)\n")
+    print(decomposition_table(rows))
     print("\n### Python per-operation costs without a server (CPU µs per call)\n")
     print("| piece | µs |\n| --- | ---: |")
     for c in costs:
         print(f"| {c['piece']} | {c['us']:.2f} |")
-    if FAILURES:
+    if failures:
         print("\nFailed measurements (left out of the tables):\n")
-        for failure in FAILURES:
+        for failure in failures:
             print(f"- {failure}")
     commands = sorted({r["command"] for r in rows if r.get("command")})
     if commands:
         print("\nOptiStack runs, as CLI commands (run in-process through the runner's stages):")
         for command in commands:
             print(f"    {command}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "costs": costs}, indent=1, default=str))
 
 
 if __name__ == "__main__":
