@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
+from workloads.stores import cassandra as cassandra_store
 from workloads.stores import get_store, store_names
 from workloads.stores.base import StoreSettings, check_url
 
@@ -410,6 +411,14 @@ def _check_connections(root: Path, compose: dict, services: dict, problems: list
         condition = ((worker.get("depends_on") or {}).get(host) or {}).get("condition")
         if condition != "service_healthy":
             problems.append(f"airflow-worker does not wait for {host} ({store}) to be healthy")
+    if "cassandra" in urls:
+        # No init script creates the keyspace: provision must be allowed to (optistack* names only).
+        keyspace = urlsplit(urls["cassandra"]).path.strip("/") or cassandra_store.DEFAULT_KEYSPACE
+        if not keyspace.startswith(cassandra_store.KEYSPACE_PREFIX):
+            problems.append(
+                f"the cassandra keyspace {keyspace} is not one provision creates "
+                f"(it must start with {cassandra_store.KEYSPACE_PREFIX})"
+            )
 
 
 def _check_locust_worker(root: Path, compose: dict, services: dict, problems: list[str]) -> None:
@@ -699,6 +708,15 @@ MUTATIONS: list[tuple[str, Callable[[dict], None], str]] = [
         "no Connection for dynamodb",
     ),
     (
+        "cassandra keyspace provision will not create",
+        _set_env(
+            "airflow-worker",
+            "AIRFLOW_CONN_OPTISTACK_CASSANDRA",
+            "cassandra://cassandra:9042/bench?replication_factor=1",
+        ),
+        "the cassandra keyspace bench is not one provision creates",
+    ),
+    (
         "one JWT secret per service",
         _set_env("airflow-triggerer", "AIRFLOW__API_AUTH__JWT_SECRET", "another"),
         "do not share one AIRFLOW__API_AUTH__JWT_SECRET",
@@ -874,16 +892,55 @@ def test_airflow_turns_each_connection_into_a_url_the_store_accepts(tmp_path: Pa
         assert _target_problems(store, parts.hostname, str(parts.port), services) == []
 
 
-def test_docker_compose_config_accepts_the_file() -> None:
-    """Compose's own parser, where the `docker compose` plugin is installed (it is not everywhere)."""
+def compose_cli() -> tuple[list[str], bool] | None:
+    """A Compose command line and whether it knows the top-level `name:`, or None without one.
+
+    The `docker compose` plugin (Compose v2) is preferred; the Python `docker-compose` 1.29
+    (Debian's package) still validates the file against its Compose-spec schema, but predates
+    the top-level `name:`.
+    """
     docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("the docker compose plugin is not installed here")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"], True
+    legacy = shutil.which("docker-compose")
+    return ([legacy], False) if legacy else None
+
+
+def compose_config(
+    cli: tuple[list[str], bool], text: str, tmp_path: Path, profile: list[str]
+) -> subprocess.CompletedProcess:
+    """`<compose> config --quiet` on `text` as if it were the repository's compose file."""
+    command, knows_name = cli
+    if not knows_name:
+        text = re.sub(r"(?m)^name: .*\n", "", text)
+    path = tmp_path / COMPOSE_FILE
+    path.write_text(text)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPTISTACK_", "AIRFLOW", "OTEL_", "GRAFANA_"))
+    }
+    return subprocess.run(
+        [*command, "-f", str(path), "--project-directory", str(REPO), *profile, "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+def test_compose_itself_accepts_the_file(tmp_path: Path) -> None:
+    """Compose's own parser and schema, where a Compose CLI is installed (no Docker engine needed)."""
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("neither the docker compose plugin nor docker-compose is installed here")
+    text = (REPO / COMPOSE_FILE).read_text()
     for profile in ([], ["--profile", OBSERVABILITY]):
-        done = subprocess.run(
-            [docker, "compose", "-f", str(REPO / COMPOSE_FILE), *profile, "config", "--quiet"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-        )
+        done = compose_config(cli, text, tmp_path, profile)
         assert done.returncode == 0, done.stderr
+    # The same command refuses a misspelt key, so its success above means something.
+    typo = text.replace("    healthcheck:\n", "    healthchek:\n", 1)
+    assert typo != text
+    refused = compose_config(cli, typo, tmp_path, [])
+    assert refused.returncode != 0 and "healthchek" in refused.stderr, refused.stderr
