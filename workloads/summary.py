@@ -16,7 +16,11 @@ def _us(value: float | None) -> str:
 
 
 def summary_lines(store_dirs: Iterable[Path]) -> tuple[list[str], bool]:
-    """Lines of the summary table, and whether any store failed."""
+    """Lines of the summary table, and whether any store failed or failed validation.
+
+    A failed validation counts as a failure: a nightly job must not exit 0 on figures
+    its own checks rejected.
+    """
     header = f"{'store':<12} {'operation':<18} {'ops/s':>10} {'p50':>9} {'p95':>9} {'p99':>9} {'p99.9':>9} {'errors':>8}"
     lines = [header, "-" * len(header)]
     failed = False
@@ -49,13 +53,14 @@ def summary_lines(store_dirs: Iterable[Path]) -> tuple[list[str], bool]:
             notes.append("degraded: some operations failed (see errors.parquet)")
         validation = directory / "validation.json"
         if validation.exists() and not json.loads(validation.read_text()).get("success", True):
+            failed = True
             notes.append("validation failed (see validation.json)")
         lines += [f"{'':<12} note: {n}" for n in notes]
     return lines, failed
 
 
 def print_summary(store_dirs: Iterable[Path]) -> bool:
-    """Print the table; return True when a store failed."""
+    """Print the table; return True when a store failed or failed validation."""
     lines, failed = summary_lines(store_dirs)
     print("\n".join(lines), flush=True)
     return failed

@@ -378,6 +378,20 @@ def test_zero_throughput_fails_throughput_positive() -> None:
     assert "ALL throughput 0 ops/s" in message and "READ throughput null" in message
 
 
+def test_a_connect_row_without_throughput_is_not_a_throughput_failure() -> None:
+    # Failed connection attempts have a CONNECT row with errors only: error_ratio judges
+    # them, throughput_positive must not (it did, as noise beside the real failure).
+    summary, timeseries = good_frames()
+    connect = summary_frame([summary_row("CONNECT", 0, errors=3)]).iloc[[0]]
+    summary = pd.concat([summary, connect], ignore_index=True)
+
+    report = validate_frames(summary, timeseries, run_info(), SPEC_A, RECORDS, Thresholds())
+
+    throughput = {o.name: o for o in report.results}["throughput_positive"]
+    assert throughput.success, report.summary_message()
+    assert "CONNECT" not in throughput.observed and "ALL" in throughput.observed
+
+
 def test_results_without_required_columns_fail_results_schema_only() -> None:
     summary, timeseries = good_frames()
     summary = summary.drop(columns=["latency_p999_us"])
