@@ -45,4 +45,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
 fi
 command -v chromium >/dev/null || { log "ERROR: chromium is missing"; exit 1; }
+
+# docker-compose.yml is checked by Compose's own parser too (no engine runs here).
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  log "installing Debian's docker-compose (its parser checks docker-compose.yml; no engine)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 \
+  || { log "ERROR: no Compose CLI to check docker-compose.yml with"; exit 1; }
 log "all test servers and tools are ready"
