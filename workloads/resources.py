@@ -203,7 +203,9 @@ class ResourceSampler:
         if self._thread is not None:
             self._thread.join(timeout=2 * STATS_TIMEOUT_S + self.interval_s)
             if self._thread.is_alive():
-                self._fail("store", "the statistics query did not return in time")
+                self._fail(
+                    "store", "the sampler did not stop in time (a statistics query or DNS lookup hung)"
+                )
         with self._lock:
             return list(self.samples)
 
