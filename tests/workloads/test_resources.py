@@ -221,20 +221,43 @@ def test_mongodb_stats_take_what_the_server_answers(store_server):
     assert stats["mem.resident_bytes"] == pytest.approx(rss, rel=0.2)
 
 
-def test_a_store_without_statistics_still_has_its_local_server_sampled(store_server):
+def test_a_store_without_statistics_still_has_its_local_server_sampled(tmp_path, store_server):
     target = store_server("mysql")
+    _, frame, info, _ = short_run(tmp_path, "mysql", target.url)
+
+    check_load_rows(frame, processes=2)
+    listener, _ = find_listener(url_port(target.url))
+    server = frame[frame["source"] == "server"]
+    assert set(server["pid"]) == {listener.pid}
+    assert set(server["metric"]) == {"cpu_percent", "rss_bytes", "processes"}
+    assert not (frame["source"] == "store").any()
+    assert info["resources"]["store"] == {"absent": "OptiStack reads no server statistics from mysql"}
+    assert info["resources"]["server"]["process"] == f"{listener.name()} {listener.pid}"
+
+
+def test_a_statistics_connection_that_dies_stops_only_that_source(store_server):
+    target = store_server("postgres")
+    lines: list[str] = []
     sampler = ResourceSampler(
-        get_store("mysql"), target.url, StoreSettings(namespace=namespace()), log_line=print
+        get_store("postgres"), target.url, StoreSettings(namespace=namespace()), log_line=lines.append
     )
     sampler.start()
-    time.sleep(2.3)
+    deadline = time.monotonic() + 10
+    while not any(s.source == "store" for s in list(sampler.samples)):
+        assert time.monotonic() < deadline, sampler.absent
+        time.sleep(0.1)
+    backend = sampler._conn._conn.info.backend_pid  # this sampler's own statistics backend
+    with psycopg.connect(target.url, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (backend,)).fetchone()[0]
+    killed_ns = time.time_ns()
+    time.sleep(2.5)
     samples = sampler.stop()
-    assert "reads no server statistics from mysql" in sampler.absent["store"]
-    listener, _ = find_listener(url_port(target.url))
-    server = [s for s in samples if s.source == "server"]
-    assert {s.pid for s in server} == {listener.pid}
-    assert {s.metric for s in server} == {"cpu_percent", "rss_bytes", "processes"}
-    assert [s for s in samples if s.source == "load"] == []  # nothing was started: no load
+
+    assert sampler.absent["store"].startswith("the statistics query failed")
+    assert lines == [f"resources: store not sampled: {sampler.absent['store']}"]  # logged once
+    assert max(s.time_ns for s in samples if s.source == "store") < killed_ns
+    # The server is still sampled after the statistics connection died.
+    assert sum(1 for s in samples if s.source == "server" and s.time_ns > killed_ns) >= 2 * 3
 
 
 def test_which_hosts_are_this_machine():
