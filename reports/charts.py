@@ -284,3 +284,45 @@ def sweep_chart(points: dict[str, list[dict[str, Any]]], colors: dict[str, str])
         return fig
 
     return _render("sweep", "Latency-throughput curve: p99 against throughput per sweep step and store", draw)
+
+
+def resources_chart(chart_id: str, store: str, resources: Any) -> str:
+    """CPU (% of one core) and memory (RSS, MiB) over time for one store's load processes
+    and its server (a `model.StoreResources`); the measured window is shaded."""
+    from matplotlib.ticker import FuncFormatter
+
+    labels = list(dict.fromkeys([*resources.cpu, *resources.memory_mib]))
+    # The server stands out in ink; load processes take the palette in order.
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    load_labels = [label for label in labels if not label.startswith("server")]
+    colors = {label: palette[i % len(palette)] for i, label in enumerate(load_labels)}
+
+    def style_of(label: str) -> dict[str, Any]:
+        if label.startswith("server"):
+            return {"color": INK, "linewidth": 2.2}
+        return {"color": colors[label], "linewidth": 1.3}
+
+    def draw() -> Any:
+        fig = _figure(10.5, 5.2)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        for ax, lines, ylabel, title in (
+            (top, resources.cpu, "CPU (% of one core)", "CPU per process"),
+            (bottom, resources.memory_mib, "RSS (MiB)", "memory (resident set) per process"),
+        ):
+            for label, series in lines.items():
+                ax.plot(series.seconds, series.values, marker=".", markersize=3, **style_of(label))
+            if resources.window_s is not None:
+                ax.axvspan(*resources.window_s, color=GRID, alpha=0.6, linewidth=0)
+            ax.set_ylim(bottom=0)
+            ax.set_ylabel(ylabel)
+            ax.set_title(title, loc="left")
+            ax.yaxis.set_major_formatter(FuncFormatter(_number))
+            _style(ax)
+        bottom.set_xlabel("seconds since the load started (shaded: measured window)")
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], label=label, **style_of(label)) for label in labels]
+        fig.legend(handles=handles, loc="outside upper left", ncols=min(len(labels), 3), fontsize=9)
+        return fig
+
+    return _render(chart_id, f"CPU and memory over time of {store}'s load processes and server", draw)

@@ -31,6 +31,7 @@ SUMMARY_FILE = "summary.parquet"
 TIMESERIES_FILE = "timeseries.parquet"
 ERRORS_FILE = "errors.parquet"
 SLOWEST_FILE = "slowest.parquet"
+RESOURCES_FILE = "resources.parquet"
 RUN_FILE = "run.json"
 VALIDATION_FILE = "validation.json"
 
@@ -51,6 +52,7 @@ class StoreResults:
     errors: pd.DataFrame | None = None
     validation: dict[str, Any] | None = None
     slowest: pd.DataFrame | None = None  # the slowest single operations, when the engine kept them
+    resources: pd.DataFrame | None = None  # CPU, memory and server statistics, when sampled
 
     @property
     def status(self) -> str:
@@ -204,7 +206,8 @@ def _run_dir(results_root: str | Path, run_id: str) -> Path:
 
 
 def load_run(results_root: str | Path, run_id: str) -> RunResults:
-    """Every file of one run, per store: run.json, summary, timeseries, errors, validation, slowest.
+    """Every file of one run, per store: run.json, summary, timeseries, errors, validation, slowest,
+    resources.
 
     A store that failed before measuring has only a run.json; its tables are None.
     Raises `OptiStackError` when the run does not exist.
@@ -223,6 +226,7 @@ def load_run(results_root: str | Path, run_id: str) -> RunResults:
             errors=_read_table(store_dir / ERRORS_FILE),
             validation=_read_json(store_dir / VALIDATION_FILE),
             slowest=_read_table(store_dir / SLOWEST_FILE),
+            resources=_read_table(store_dir / RESOURCES_FILE),
         )
     return RunResults(run_id=run_id, stores=stores)
 

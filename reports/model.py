@@ -711,6 +711,137 @@ def throughputs(run: RunResults) -> list[tuple[str, float | None, str]]:
 
 
 @dataclass
+class StatLine:
+    """One store statistic over the measured window: a counter's change, or a gauge's range."""
+
+    metric: str
+    kind: str  # counter | gauge
+    change: str  # counters: the change over the window; gauges: "—"
+    per_s: str  # counters: the change per second
+    low: str  # gauges: min over the window
+    mean: str
+    high: str
+
+
+@dataclass
+class StoreResources:
+    """One store's sampled resources: lines per process for the charts, a summary, store statistics."""
+
+    store: str
+    color: str
+    cpu: dict[str, Series]  # label -> % of one core, by seconds since the load started
+    memory_mib: dict[str, Series]  # label -> RSS in MiB
+    window_s: tuple[float, float] | None  # the measured window on the same axis
+    summary: list[str]  # one line per source, from run.json `resources`
+    stats: list[StatLine]
+    stats_note: str | None  # why there are no store statistics
+
+    @property
+    def has_chart(self) -> bool:
+        return bool(self.cpu or self.memory_mib)
+
+
+def _resource_label(source: str, process: Any) -> str:
+    if source == "server":
+        return f"server: {process} (whole process tree)"
+    return f"load: {process}"
+
+
+def _source_summary(name: str, entry: dict[str, Any]) -> str:
+    if entry.get("absent"):
+        return f"{name}: not sampled — {entry['absent']}"
+    parts = []
+    if not is_missing(entry.get("cpu_percent_mean")):
+        parts.append(
+            f"CPU mean {fmt_number(entry['cpu_percent_mean'], 0)}%, max {fmt_number(entry.get('cpu_percent_max'), 0)}%"
+            " of one core"
+        )
+    if not is_missing(entry.get("rss_bytes_max")):
+        parts.append(f"RSS max {fmt_number(float(entry['rss_bytes_max']) / 2**20, 0)} MiB")
+    if entry.get("processes"):
+        parts.append(f"{entry['processes']} processes")
+    if entry.get("tree_processes_max"):
+        parts.append(f"up to {entry['tree_processes_max']} processes in its tree")
+    text = f"{name}: " + (", ".join(parts) or "no samples")
+    if entry.get("stopped"):
+        text += f" (sampling stopped: {entry['stopped']})"
+    return text
+
+
+def _stat_lines(entry: dict[str, Any]) -> list[StatLine]:
+    lines = []
+    for metric, item in sorted(_as_dict(entry.get("window")).items()):
+        item = _as_dict(item)
+        if item.get("kind") == "counter":
+            lines.append(
+                StatLine(
+                    metric,
+                    "counter",
+                    fmt_number(item.get("delta"), 0),
+                    fmt_number(item.get("per_s")),
+                    "—",
+                    "—",
+                    "—",
+                )
+            )
+        else:
+            lines.append(
+                StatLine(
+                    metric,
+                    "gauge",
+                    "—",
+                    "—",
+                    fmt_number(item.get("min")),
+                    fmt_number(item.get("mean")),
+                    fmt_number(item.get("max")),
+                )
+            )
+    return lines
+
+
+def store_resources(run: RunResults, colors: dict[str, str]) -> list[StoreResources]:
+    """Per store with a resources.parquet (older runs have none): chart lines, summary, statistics."""
+    out = []
+    for name, store in run.stores.items():
+        frame = store.resources
+        if frame is None or frame.empty:
+            continue
+        cpu: dict[str, Series] = {}
+        memory: dict[str, Series] = {}
+        machine = frame[frame["source"].isin(["load", "server"])].sort_values("offset_s")
+        for (source, process), rows in machine.groupby(["source", "process"], sort=False):
+            label = _resource_label(str(source), process)
+            for metric, target, scale in (("cpu_percent", cpu, 1.0), ("rss_bytes", memory, 1 / 2**20)):
+                values = rows[rows["metric"] == metric]
+                if not values.empty:
+                    target[label] = Series(
+                        values["offset_s"].astype(float).tolist(),
+                        (values["value"].astype(float) * scale).tolist(),
+                    )
+        inside = frame[frame["in_window"].astype(bool)]["offset_s"]
+        window = (float(inside.min()), float(inside.max())) if len(inside) else None
+        info = _as_dict(store.run.get("resources"))
+        summary = [
+            _source_summary(label, _as_dict(info.get(source)))
+            for source, label in (("load", "load processes"), ("server", "server"))
+            if info.get(source)
+        ]
+        if info.get("sampler_cpu_percent") is not None:
+            summary.append(f"the sampler itself: {fmt_number(info['sampler_cpu_percent'], 2)}% of one core")
+        store_entry = _as_dict(info.get("store"))
+        stats = _stat_lines(store_entry)
+        note = None
+        if not stats:
+            note = store_entry.get("absent") or "No store statistics over the measured window."
+        out.append(
+            StoreResources(
+                name, colors[name], cpu, memory, window, summary, stats, None if stats else str(note)
+            )
+        )
+    return out
+
+
+@dataclass
 class Report:
     """Everything the report template prints, except the charts."""
 
@@ -729,6 +860,7 @@ class Report:
     slowest: list[SlowOperation]
     validations: list[StoreValidation]
     colors: dict[str, str]
+    resources: list[StoreResources] = field(default_factory=list)
     percentile_labels: list[str] = field(default_factory=lambda: [label for _, label in PERCENTILES])
 
     @property
@@ -761,4 +893,5 @@ def build_report(run: RunResults, now: datetime | None = None) -> Report:
         slowest=slowest_operations(run),
         validations=validations(run, colors),
         colors=colors,
+        resources=store_resources(run, colors),
     )

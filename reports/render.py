@@ -76,8 +76,9 @@ def _chart(name: str, draw: Any, *args: Any) -> Chart:
 
 
 def build_charts(run: RunResults, report: Report, root: Path | None = None) -> dict[str, Chart]:
-    """The report's charts: throughput, latency percentiles, time series, and, for a
-    run that is a step of a sweep, the sweep's latency-throughput curve."""
+    """The report's charts: throughput, latency percentiles, time series, resources per store
+    (`resources-<index>`, when sampled), and, for a run that is a step of a sweep, the
+    sweep's latency-throughput curve."""
     from reports import charts
 
     out: dict[str, Chart] = {}
@@ -97,6 +98,10 @@ def build_charts(run: RunResults, report: Report, root: Path | None = None) -> d
         if curves
         else Chart(note="No latency measurements.")
     )
+    for index, resources in enumerate(report.resources):
+        if resources.has_chart:
+            chart_id = f"resources-{index}"  # store names may hold characters an id must not
+            out[chart_id] = _chart(chart_id, charts.resources_chart, chart_id, resources.store, resources)
     ops = timeseries(run, "throughput_ops_s")
     p99 = timeseries(run, "latency_p99_us")
     out["timeseries"] = (

@@ -35,6 +35,7 @@ from workloads.config import resolve_urls, results_root
 from workloads.driver import LoadConfig
 from workloads.errors import OptiStackError
 from workloads.keyspace import records as seed_records
+from workloads.resources import ResourceSampler
 from workloads.results import (
     errors_frame,
     merge_loads,
@@ -440,12 +441,32 @@ def stage_seed(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
 def stage_load(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
     """Run the measured phase (`repeats` times) and return the merged load output."""
     _update_run_info(p, store, stage="load")
+    sampler = ResourceSampler(get_store(store), p.urls[store], p.settings(), log_line=log)
+    sampler.start()
     loads = []
-    for repeat in range(p.options.repeats):
-        if p.options.repeats > 1:
-            log(f"[{store}] repeat {repeat + 1} of {p.options.repeats}")
-        loads.append(_load_once(p, store, repeat, log))
+    try:
+        for repeat in range(p.options.repeats):
+            if p.options.repeats > 1:
+                log(f"[{store}] repeat {repeat + 1} of {p.options.repeats}")
+            loads.append(_load_once(p, store, repeat, log))
+    finally:
+        # Also after a failed load: what was sampled up to the failure is kept.
+        _write_resources(p, store, sampler, loads, log)
     return merge_loads(loads)
+
+
+def _write_resources(p: RunPlan, store: str, sampler: ResourceSampler, loads: list[dict], log: Log) -> None:
+    """Stop the sampler; write resources.parquet and run.json `resources`. Never raises."""
+    try:
+        sampler.stop()
+        windows = [(load["window"]["start_ns"], load["window"]["end_ns"]) for load in loads]
+        frame = sampler.frame(p.run_id, store, windows)
+        write_parquet(staging_dir(p.root, p.run_id, store) / "resources.parquet", frame)
+        _update_run_info(p, store, resources=sampler.summary(frame, windows))
+    except Exception as error:  # resource figures are extras: never fail a measured load
+        log(
+            f"[{store}] resources not recorded: {type(error).__name__}: {redact_text(str(error), p.urls[store])}"
+        )
 
 
 def _load_once(p: RunPlan, store: str, repeat: int, log: Log) -> dict[str, Any]:

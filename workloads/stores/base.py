@@ -123,6 +123,18 @@ class Store(ABC):
     def teardown(self) -> None:
         """Drop what `provision` and the run created, and nothing else."""
 
+    # -- server statistics (optional) --------------------------------------
+    # Which of `stats()`'s names are cumulative counters (the rest are gauges).
+    stats_counters: ClassVar[frozenset[str]] = frozenset()
+
+    def stats(self) -> dict[str, float]:
+        """The server's own statistics, by name, read on this connection.
+
+        Counters (named in `stats_counters`) only grow; the rest are gauges. Stores
+        that do not override this have none: the resource sampler then says so.
+        """
+        return {}
+
     # -- seeding -----------------------------------------------------------
     @abstractmethod
     def load(self, records: Iterable[tuple[str, Record]]) -> int:

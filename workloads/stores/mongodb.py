@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 from pymongo import ASCENDING, MongoClient
 
@@ -52,6 +53,9 @@ from workloads.stores.base import (
 BATCH_SIZE = 1000  # documents per insert_many: well under the 16 MiB / 100k-op batch limits
 DEFAULT_DATABASE = "optistack"
 META_COLLECTION = "optistack_meta"
+OPCOUNTERS = ("insert", "query", "update", "delete", "getmore", "command")
+# serverStatus mem.resident in bytes per unit, by the `process` that answers.
+RESIDENT_UNIT_BYTES = {"mongod": 2**20, "mongos": 2**20, "nx_27017": 1}
 
 
 @register
@@ -118,6 +122,34 @@ class MongoStore(Store):
             # The version such a server sends is the MongoDB release it claims to speak.
             return ServerInfo(f"{product} (MongoDB wire protocol)", f"{version}-compatible")
         return ServerInfo("MongoDB", version)
+
+    # -- server statistics -------------------------------------------------
+    stats_counters: ClassVar[frozenset[str]] = frozenset(f"opcounters.{name}" for name in OPCOUNTERS)
+
+    def stats(self) -> dict[str, float]:
+        """``serverStatus``: opcounters, connections.current and mem.resident (as bytes), those it answers.
+
+        Wire-protocol stand-ins answer part of it or nothing; missing fields are left out.
+        """
+        status = self._db.command("serverStatus")
+        out: dict[str, float] = {}
+        counters = status.get("opcounters")
+        if isinstance(counters, dict):
+            for name in OPCOUNTERS:
+                if isinstance(counters.get(name), int | float):
+                    out[f"opcounters.{name}"] = float(counters[name])
+        connections = status.get("connections")
+        if isinstance(connections, dict) and isinstance(connections.get("current"), int | float):
+            out["connections.current"] = float(connections["current"])
+        memory = status.get("mem")
+        resident = memory.get("resident") if isinstance(memory, dict) else None
+        if isinstance(resident, int | float):
+            # MongoDB counts MiB; nx-27017 answers its process's RSS in bytes (checked
+            # against psutil). Another server's unit is unknown: leave it out.
+            unit = RESIDENT_UNIT_BYTES.get(str(status.get("process")))
+            if unit is not None:
+                out["mem.resident_bytes"] = float(resident) * unit
+        return out
 
     # -- namespace ---------------------------------------------------------
     def _exists(self) -> bool:

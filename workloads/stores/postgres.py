@@ -63,6 +63,20 @@ KEY_COLUMN = "ycsb_key"
 CLIENT_GRACE_S = 5.0
 PREPARE_NEVER_AUTOMATICALLY = 2**31
 
+# pg_stat_database columns `stats()` reads; all but numbackends are cumulative counters.
+PG_STAT_COUNTERS = (
+    "xact_commit",
+    "xact_rollback",
+    "blks_read",
+    "blks_hit",
+    "tup_returned",
+    "tup_fetched",
+    "tup_inserted",
+    "tup_updated",
+    "tup_deleted",
+)
+PG_STAT_COLUMNS = ("numbackends", *PG_STAT_COUNTERS)
+
 
 def quote_ident(name: str) -> str:
     """A PostgreSQL identifier, double-quoted (namespaces and field names come from users)."""
@@ -188,6 +202,25 @@ class PostgresStore(Store):
         """Product and version from the server's ``SELECT version()``."""
         row = self._cur.execute("SELECT version()").fetchone()
         return parse_server_version(row[0])
+
+    # -- server statistics -------------------------------------------------
+    stats_counters: ClassVar[frozenset[str]] = frozenset(PG_STAT_COUNTERS)
+
+    def stats(self) -> dict[str, float]:
+        """``pg_stat_database`` of the connected database (database-wide: every client counts).
+
+        PostgreSQL publishes a backend's counts when its transaction ends, at most once
+        a second, so the figures trail the load by up to a second.
+        """
+        columns = ", ".join(PG_STAT_COLUMNS)
+        row = self._cur.execute(
+            f"SELECT {columns} FROM pg_catalog.pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        if row is None:
+            return {}
+        return {
+            name: float(value) for name, value in zip(PG_STAT_COLUMNS, row, strict=True) if value is not None
+        }
 
     # -- provisioning ------------------------------------------------------
     def _key_type(self) -> str:

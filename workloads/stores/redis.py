@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -53,6 +54,16 @@ from workloads.stores.base import (
 BATCH_SIZE = 1000  # records per pipeline: big enough to amortise round trips, small enough to bound memory
 INDEX_SUFFIX = "__index"
 MARKER_SUFFIX = "__optistack__"
+
+# INFO fields `stats()` reads: gauges, then cumulative counters (used_cpu_* in seconds).
+REDIS_INFO_GAUGES = ("used_memory", "used_memory_rss", "connected_clients", "instantaneous_ops_per_sec")
+REDIS_INFO_COUNTERS = (
+    "total_commands_processed",
+    "keyspace_hits",
+    "keyspace_misses",
+    "used_cpu_sys",
+    "used_cpu_user",
+)
 
 
 @register
@@ -121,6 +132,18 @@ class RedisStore(Store):
         if info.get("server_name") == "valkey" or "valkey_version" in info:
             return ServerInfo("Valkey", str(info.get("valkey_version", info.get("redis_version", "unknown"))))
         return ServerInfo("Redis", str(info.get("redis_version", "unknown")))
+
+    # -- server statistics -------------------------------------------------
+    stats_counters: ClassVar[frozenset[str]] = frozenset(REDIS_INFO_COUNTERS)
+
+    def stats(self) -> dict[str, float]:
+        """Fields of ``INFO`` (whole server, every database and client), those it answers."""
+        info = self._client.info()
+        return {
+            name: float(info[name])
+            for name in (*REDIS_INFO_GAUGES, *REDIS_INFO_COUNTERS)
+            if isinstance(info.get(name), int | float)
+        }
 
     # -- namespace ---------------------------------------------------------
     def _any_namespace_key(self) -> bool:
