@@ -728,35 +728,44 @@ def mark_failed(p: RunPlan, store: str, error: BaseException, log: Log = print) 
 STAGES = ("provision", "seed", "load", "validate", "publish")
 
 
-def run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
+def _run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
     """Run one named stage (what one Airflow task does).
 
     A stage that fails is recorded in run.json and re-raised; a validation whose
     expectations fail raises `OptiStackError` naming each one, after storing the report.
-    `publish` never fails because an earlier stage did. Each stage is an OpenTelemetry
-    span (`optistack <stage>`), a child of the store's span when `run_store` runs it.
+    `publish` never fails because an earlier stage did.
+    """
+    if stage == "publish":
+        return stage_publish(p, store, log)
+    try:
+        if stage == "provision":
+            return stage_provision(p, store, log)
+        if stage == "seed":
+            return stage_seed(p, store, log)
+        if stage == "load":
+            return stage_results(p, store, stage_load(p, store, log), log)
+        if stage == "validate":
+            report = stage_validate(p, store, log)
+        else:
+            raise OptiStackError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    except Exception as error:
+        mark_failed(p, store, error, log)
+        raise
+    if not report.success:
+        raise OptiStackError(report.summary_message())
+    return report
+
+
+def run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
+    """Run one named stage (what one Airflow task does), as an OpenTelemetry span.
+
+    The span is `optistack <stage>`, a child of the store's span when `run_store` runs the
+    stage; a failure sets its status to ERROR (message redacted) and is re-raised, as
+    `_run_stage` describes.
     """
     attributes = {**_span_attributes(p, store), "optistack.stage": stage}
     with telemetry.span(f"optistack {stage}", attributes, redact=_redactor(p, store)):
-        if stage == "publish":
-            return stage_publish(p, store, log)
-        try:
-            if stage == "provision":
-                return stage_provision(p, store, log)
-            if stage == "seed":
-                return stage_seed(p, store, log)
-            if stage == "load":
-                return stage_results(p, store, stage_load(p, store, log), log)
-            if stage == "validate":
-                report = stage_validate(p, store, log)
-            else:
-                raise OptiStackError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        except Exception as error:
-            mark_failed(p, store, error, log)
-            raise
-        if not report.success:
-            raise OptiStackError(report.summary_message())
-        return report
+        return _run_stage(p, store, stage, log)
 
 
 def _span_attributes(p: RunPlan, store: str) -> dict[str, Any]:

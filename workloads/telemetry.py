@@ -23,6 +23,7 @@ second from the load process's `live` lines (`record_second`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -38,6 +39,9 @@ ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 # How long the end of a stage may wait for its spans and metrics to leave: a collector that
 # is down must not hold an Airflow task for the exporter's full retry schedule.
 FLUSH_TIMEOUT_MS = 5_000
+# The exporters' own per-export deadline (retries included) unless OTEL_EXPORTER_OTLP_TIMEOUT
+# sets one: the SDK's 10 s made each flush against a stopped collector take about 20 s here.
+DEFAULT_EXPORT_TIMEOUT_S = 3.0
 # Metrics are per second of the measured window; a 60 s default export interval would show
 # a short benchmark as one or two points.
 DEFAULT_METRIC_EXPORT_INTERVAL_MS = 5_000
@@ -82,6 +86,9 @@ class Telemetry:
 
 
 _current: Telemetry | None = None
+# How many OptiStack spans are open in this context: the outermost one flushes. Not the
+# OTel context's current span: a host process (Airflow's own tracing) may have put one there.
+_open_spans: contextvars.ContextVar[int] = contextvars.ContextVar("optistack_open_spans", default=0)
 
 
 def get() -> Telemetry:
@@ -124,9 +131,12 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Telemetry:
         attributes["service.name"] = "optistack"
     resource = Resource.create(attributes)  # also merges OTEL_RESOURCE_ATTRIBUTES
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    timeout = None if environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") else DEFAULT_EXPORT_TIMEOUT_S
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=timeout)))
     interval = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL") or DEFAULT_METRIC_EXPORT_INTERVAL_MS)
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval)
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(timeout=timeout), export_interval_millis=interval
+    )
     meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
     return Telemetry(tracer_provider, meter_provider)
 
@@ -157,8 +167,8 @@ def span(name: str, attributes: Mapping[str, Any], redact: Any = str) -> Iterato
     SDK's own exception recording would export the raw message and traceback, so it is
     off. The exception is re-raised. The outermost span of the process flushes at its end.
     """
-    outermost = not trace.get_current_span().get_span_context().is_valid
     telemetry = get()
+    depth = _open_spans.set(_open_spans.get() + 1)
     try:
         with telemetry.tracer.start_as_current_span(
             name, attributes=dict(attributes), record_exception=False, set_status_on_exception=False
@@ -173,7 +183,8 @@ def span(name: str, attributes: Mapping[str, Any], redact: Any = str) -> Iterato
                 )
                 raise
     finally:
-        if outermost:
+        _open_spans.reset(depth)
+        if _open_spans.get() == 0:
             telemetry.flush()
 
 
