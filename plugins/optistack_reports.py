@@ -6,6 +6,7 @@ It mounts a FastAPI app at `/optistack` (under `[api] base_url`'s path):
 - `GET /optistack/reports/<name>.html`    one report, byte for byte as written
 - `GET /optistack/api/runs`               every run, newest first (`reports.history.list_runs`)
 - `GET /optistack/api/runs/<run_id>`      one run's per-store status, throughput and p50/p99
+- `GET /optistack/api/runs/<run_id>/live` a running run's latest per-second figures, per store
 
 and adds "Benchmark reports" to the UI navigation, which shows the index inside the UI.
 
@@ -268,6 +269,16 @@ def create_app() -> "FastAPI":
             # Not the library's message: it names the server's results folder.
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id!r}") from None
         return run_summary(results)
+
+    @app.get("/api/runs/{run_id}/live")
+    def live(run_id: str) -> dict[str, Any]:
+        from workloads.config import results_root
+        from workloads.live import read_live
+
+        stores = read_live(results_root(), run_id)
+        if stores is None:  # unknown, invalid, or every store already published
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id!r} is not running")
+        return {"run_id": run_id, "stores": stores}
 
     return app
 

@@ -31,6 +31,7 @@ from workloads.driver import LoadConfig, WorkloadDriver, process_workload
 from workloads.recorder import Aggregator, Recorder, encode
 
 PROGRESS_INTERVAL_S = 5.0
+LIVE_INTERVAL_S = 1.0
 
 
 class _State:
@@ -145,23 +146,76 @@ def _stop_at(runner: MasterRunner, end_ns: int) -> None:
 
 
 def _progress(config: LoadConfig) -> None:
-    """A line every few seconds: elapsed, ops/s, p99 and errors of the last finished second."""
-    while True:
-        gevent.sleep(PROGRESS_INTERVAL_S)
+    """For the task log, a `progress` line every few seconds: elapsed, ops/s, p99 and errors
+    of the last finished second. For the runner, a `live {json}` line per finished second.
+
+    A live line carries one second's merged rows (`Aggregator.rows`: ops, errors, p50, p99,
+    max per operation and `ALL`), so it costs nothing per operation. While no new second
+    has finished (starting, warm-up, the 3 s shipping lag) a line with `"second": null`
+    says the phase once a second. A `test_stop` listener, added after the one that writes
+    the output, prints the seconds that finished at the very end and a `finished` line:
+    the live lines then hold every row of the time series.
+    """
+    printed = 0  # how many of the aggregator's rows are already out as live lines
+    finished = False
+
+    def elapsed() -> float:
+        return round(time.time() - STATE.started_wall, 3)
+
+    def live(data: dict[str, Any]) -> None:
+        print("live " + json.dumps(data, separators=(",", ":")), flush=True)
+
+    def live_seconds(phase: str) -> int:
+        nonlocal printed
+        if STATE.aggregator is None:
+            return 0
+        rows = STATE.aggregator.rows
+        new, printed = rows[printed:], len(rows)
+        seconds: dict[int, dict[str, Any]] = {}  # rows come second by second, ALL last
+        for row in new:
+            seconds.setdefault(row["second"], {})[row["operation"]] = {
+                key: row[key]
+                for key in ("ops", "errors", "latency_p50_us", "latency_p99_us", "latency_max_us")
+            }
+        for second, operations in seconds.items():
+            live({"second": second, "phase": phase, "elapsed_s": elapsed(), "operations": operations})
+        return len(seconds)
+
+    def on_stop(**_: Any) -> None:
+        nonlocal finished
+        if finished or not STATE.written:
+            return
+        finished = True
+        live_seconds("finished")
+        live({"second": None, "phase": "finished", "elapsed_s": elapsed()})
+
+    events.test_stop.add_listener(on_stop)
+    last_progress = time.monotonic()
+    while not finished:
+        gevent.sleep(LIVE_INTERVAL_S)
+        if finished:
+            return
+        if STATE.window is None:
+            phase = "starting"
+        else:
+            phase = "warm-up" if time.time_ns() < STATE.window[0] else "measuring"
+        if not live_seconds(phase):
+            live({"second": None, "phase": phase, "elapsed_s": elapsed()})
+        if time.monotonic() - last_progress < PROGRESS_INTERVAL_S:
+            continue
+        last_progress = time.monotonic()
         if STATE.aggregator is None or STATE.window is None:
             continue
-        elapsed = time.time() - STATE.started_wall
         rows = STATE.aggregator.latest_seconds(1)
-        phase = "warm-up" if time.time_ns() < STATE.window[0] else "measuring"
         if rows:
             row = rows[-1]
             p99 = f"{row['latency_p99_us']:,.0f} us" if row["latency_p99_us"] is not None else "-"
             line = (
-                f"[{config.store}] {elapsed:5.0f}s {phase}: {row['ops']:,} ops/s  p99 {p99}  "
+                f"[{config.store}] {elapsed():5.0f}s {phase}: {row['ops']:,} ops/s  p99 {p99}  "
                 f"errors {row['errors']}"
             )
         else:
-            line = f"[{config.store}] {elapsed:5.0f}s {phase}"
+            line = f"[{config.store}] {elapsed():5.0f}s {phase}"
         print(f"progress {line}", flush=True)
 
 

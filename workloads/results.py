@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from workloads.recorder import ALL, decode, encode, latency_stats, merge_encoded, new_histogram
 
 OPERATION_ORDER = ["READ", "UPDATE", "INSERT", "SCAN", "READ_MODIFY_WRITE", "DELETE", ALL]
+LIVE_FILE = "live.json"  # a running load's latest figures (workloads/live.py); never published
 
 
 def run_dir(root: Path, run_id: str) -> Path:
@@ -44,6 +45,7 @@ def publish(root: Path, run_id: str, store: str) -> Path:
     final = store_dir(root, run_id, store)
     if not staging.is_dir():
         raise FileNotFoundError(f"nothing staged for {store} in run {run_id}")
+    (staging / LIVE_FILE).unlink(missing_ok=True)  # describes the run in progress, not its result
     old = None
     if final.exists():
         old = final.with_name(f".store={store}.old-{uuid.uuid4().hex[:8]}")

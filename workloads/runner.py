@@ -31,10 +31,12 @@ from typing import Any, Literal
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from workloads import telemetry
 from workloads.config import resolve_urls, results_root
 from workloads.driver import LoadConfig
 from workloads.errors import OptiStackError
 from workloads.keyspace import records as seed_records
+from workloads.live import LIVE_PREFIX, LiveFeed, parse_line
 from workloads.resources import ResourceSampler
 from workloads.results import (
     errors_frame,
@@ -510,7 +512,8 @@ def _load_once(p: RunPlan, store: str, repeat: int, log: Log) -> dict[str, Any]:
         + (f", target {o.target_rate:g} ops/s" if o.target_rate else ", closed loop")
     )
     budget = o.warmup_s + o.duration_s + 120 + o.users / p.spawn_rate
-    lines = _stream(argv, env, budget, log, p.urls[store])
+    live = LiveFeed(p.root, p.run_id, store, p.spec.name, repeat)  # live.json and OTel metrics
+    lines = _stream(argv, env, budget, log, p.urls[store], live)
     if not output.exists():
         tail = "\n".join(lines[-15:])
         raise OptiStackError(f"{store}: the load process ended without results. Its last output:\n{tail}")
@@ -525,8 +528,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url: str) -> list[str]:
+def _stream(
+    argv: list[str],
+    env: dict[str, str],
+    budget_s: float,
+    log: Log,
+    url: str,
+    on_live: Callable[[dict[str, Any]], None] | None = None,
+) -> list[str]:
     """Run the load process, passing its progress lines on; kill it past its time budget.
+
+    Its `live {json}` lines (one per finished second) go to `on_live`, not to the log.
 
     The load process (a Locust master and its forked workers) gets its own process
     group, and leaves with this function whatever happens: a killed or interrupted
@@ -543,6 +555,10 @@ def _stream(argv: list[str], env: dict[str, str], budget_s: float, log: Log, url
     try:
         for line in _lines(proc.stdout, proc, deadline):
             line = redact_text(line.rstrip(), url)
+            if line.startswith(LIVE_PREFIX):
+                if on_live is not None and (data := parse_line(line)) is not None:
+                    on_live(data)
+                continue
             lines.append(line)
             if line.startswith("progress "):
                 log(line.removeprefix("progress "))
@@ -733,7 +749,7 @@ def mark_failed(p: RunPlan, store: str, error: BaseException, log: Log = print) 
 STAGES = ("provision", "seed", "load", "validate", "publish")
 
 
-def run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
+def _run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
     """Run one named stage (what one Airflow task does).
 
     A stage that fails is recorded in run.json and re-raised; a validation whose
@@ -761,16 +777,42 @@ def run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
     return report
 
 
+def run_stage(p: RunPlan, store: str, stage: str, log: Log = print) -> Any:
+    """Run one named stage (what one Airflow task does), as an OpenTelemetry span.
+
+    The span is `optistack <stage>`, a child of the store's span when `run_store` runs the
+    stage; a failure sets its status to ERROR (message redacted) and is re-raised, as
+    `_run_stage` describes.
+    """
+    attributes = {**_span_attributes(p, store), "optistack.stage": stage}
+    with telemetry.span(f"optistack {stage}", attributes, redact=_redactor(p, store)):
+        return _run_stage(p, store, stage, log)
+
+
+def _span_attributes(p: RunPlan, store: str) -> dict[str, Any]:
+    return telemetry.run_attributes(p.run_id, store, p.spec.name, p.spec.record_count, p.options.users)
+
+
+def _redactor(p: RunPlan, store: str) -> Callable[[BaseException], str]:
+    return lambda error: redact_text(str(error), p.urls.get(store, ""))
+
+
 def run_store(p: RunPlan, store: str, log: Log = print) -> Path:
-    """Every stage for one store; a failure is recorded and published, never raised."""
-    for stage in STAGES[:-1]:
-        try:
-            run_stage(p, store, stage, log)
-        except Exception as error:  # one store's failure must not stop the others
-            if stage != "validate":
-                break
-            log(f"[{store}] {error}")
-    return stage_publish(p, store, log)
+    """Every stage for one store; a failure is recorded and published, never raised.
+
+    One OpenTelemetry span (`optistack store`) covers them all; its status is ERROR when a
+    stage failed.
+    """
+    with telemetry.span("optistack store", _span_attributes(p, store), redact=_redactor(p, store)) as span:
+        for stage in STAGES[:-1]:
+            try:
+                run_stage(p, store, stage, log)
+            except Exception as error:  # one store's failure must not stop the others
+                telemetry.mark_error(span, f"{stage}: {_redactor(p, store)(error)}")
+                if stage != "validate":
+                    break
+                log(f"[{store}] {error}")
+        return run_stage(p, store, "publish", log)
 
 
 def run(p: RunPlan, log: Log = print) -> list[Path]:
