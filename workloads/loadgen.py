@@ -138,12 +138,20 @@ def _on_worker_connect(client_id: str, **_: Any) -> None:
             flush=True,
         )
         STATE.written = True  # no results: the runner reports the line above instead
-        gevent.spawn(runner.quit)
+        gevent.spawn_later(0.5, _abort, runner)
         return
     if not getattr(runner.environment.parsed_options, "processes", None):  # remote, not forked here
         print(
             f"progress [{store}] load worker {connected} of {STATE.expected_processes} connected", flush=True
         )
+
+
+def _abort(runner: MasterRunner) -> None:
+    """Send every worker home, then end this master. After a quit, Locust's headless
+    start loop would go on waiting for workers until --expect-workers-max-wait."""
+    runner.quit()
+    gevent.sleep(1.0)  # let the quit messages leave
+    os._exit(3)
 
 
 # --- master -----------------------------------------------------------------------

@@ -173,6 +173,30 @@ def test_a_master_whose_workers_never_come_fails_in_time_and_says_what_to_start(
     assert "Traceback" not in out
 
 
+def test_a_worker_too_many_is_refused(tmp_path: Path, store_server) -> None:
+    """A third worker would get index 2 and insert keys that belong to worker 0."""
+    redis = store_server("redis")
+    port = free_port()
+    results = tmp_path / "results"
+    workers = [start_worker(port, tmp_path / f"worker-{i}.log") for i in range(3)]
+    try:
+        proc = optistack(
+            "run", "--store", "redis", "--workload", "b", "--records", "200", "--duration", "3", "--warmup", "1",
+            "--users", "4", "--master", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+            "--master-port", str(port), "--worker-wait", "30", "--run-id", "crowd", "--results", str(results),
+            "--namespace", f"optistack_dist_{secrets.token_hex(3)}", "--url", f"redis={redis.url}", "--no-report",
+        )  # fmt: skip
+        codes = [w.wait(timeout=60) for w in workers]  # the master's quit reaches every worker
+    finally:
+        stop(workers)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert codes == [0, 0, 0]
+    info = json.loads((results / "runs" / "run_id=crowd" / "store=redis" / "run.json").read_text())
+    assert info["status"] == "failed"
+    assert "a load worker too many connected" in info["error"] and "index 2; 2 expected" in info["error"]
+    assert not (results / "runs" / "run_id=crowd" / "store=redis" / "summary.parquet").exists()
+
+
 USAGE_ERRORS = [
     (["--master"], "--master needs --expect-workers"),
     (["--expect-workers", "2"], "--expect-workers needs --master"),
