@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from workloads.recorder import PERCENTILES, decode, new_histogram
@@ -141,6 +142,45 @@ def test_two_remote_workers_add_up_exactly(tmp_path: Path, store_server) -> None
         per_worker = [decode(p["histogram"]).get_value_at_percentile(q) for p in per_process]
         print(f"{name}: merged {merged.get_value_at_percentile(q)}, workers {per_worker}, "
               f"naive average {sum(per_worker) / len(per_worker)}")  # fmt: skip
+
+
+def test_a_looping_worker_serves_one_master_after_another(tmp_path: Path, store_server) -> None:
+    """Without --once a worker (here two Locust processes, --processes 2) serves every
+    store of a run, one master after the other, until it is stopped."""
+    redis, postgres = store_server("redis"), store_server("postgres")
+    port = free_port()
+    results = tmp_path / "results"
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workloads", "worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+         "--processes", "2"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=WORKER_ENV,
+    )  # fmt: skip
+    try:
+        proc = optistack(
+            "run", "--store", "redis", "--store", "postgres", "--workload", "b", "--records", "500",
+            "--duration", "2", "--warmup", "1", "--users", "2", "--master", "--expect-workers", "2",
+            "--master-bind-host", "127.0.0.1", "--master-port", str(port), "--worker-wait", "60",
+            "--run-id", "loop", "--results", str(results), "--namespace", f"optistack_dist_{secrets.token_hex(3)}",
+            "--url", f"redis={redis.url}", "--url", f"postgres={postgres.url}", "--no-report",
+        )  # fmt: skip
+        assert worker.poll() is None, log.read_text()  # still serving, waiting for the next master
+        worker.terminate()
+        code = worker.wait(timeout=30)
+    finally:
+        stop([worker])
+    assert proc.returncode == 0, proc.stdout + proc.stderr + log.read_text()
+    assert code == 143, log.read_text()  # SIGTERM unwinds it like Ctrl-C
+    for store in ("redis", "postgres"):
+        info = json.loads((results / "runs" / "run_id=loop" / f"store={store}" / "run.json").read_text())
+        assert info["status"] == "ok", info.get("error")
+        assert [p["process"] for p in info["load"]["per_process"]] == [0, 1]
+        assert all(p["ops"] > 0 for p in info["load"]["per_process"])
+    assert log.read_text().count("ended (exit code 0)") == 2, log.read_text()
+    # Its Locust processes left with it (they run in their own process group).
+    time.sleep(1)
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(port) in " ".join(p.info["cmdline"] or [])]
+    assert left == [], left
 
 
 def test_a_master_whose_workers_never_come_fails_in_time_and_says_what_to_start(
