@@ -52,7 +52,7 @@ STORE_LABELS = {
     "cockroachdb": "CockroachDB",
 }
 # Form values meaning "not set": the engine then picks (closed loop, one process per core).
-ZERO_MEANS_UNSET = ("target_rate", "processes")
+ZERO_MEANS_UNSET = ("target_rate", "processes", "expect_workers")
 _RUN_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -230,6 +230,17 @@ def benchmark_params() -> dict[str, Param]:
             title="Connect timeout (s)",
             description="How long to wait for a store to accept a connection.",
             section="Namespace, seed and timeouts",
+        ),
+        "expect_workers": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=256,
+            title="Remote load workers",
+            description="0 = the load runs in local processes on the Airflow worker. N = Locust's "
+            "distributed mode: the load task is the master (port $OPTISTACK_MASTER_PORT, default 5557) "
+            "and waits up to 60 s for N `optistack worker --master-host <this worker>` processes.",
+            section="Distributed load",
         ),
     }
 

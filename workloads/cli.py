@@ -72,6 +72,35 @@ def _build_parser() -> argparse.ArgumentParser:
         "a list such as 500,1000,2000 sweeps them",
     )
     run.add_argument("--processes", type=int, help="load processes (default: one per core)")
+    distributed = run.add_argument_group(
+        "distributed load (Locust's distributed mode; see docs/distributed.md)",
+        "--master and --expect-workers go together: the load runs on N remote `optistack worker` "
+        "processes, none on this machine.",
+    )
+    distributed.add_argument(
+        "--master",
+        action="store_true",
+        help="be the Locust master of remote workers (needs --expect-workers)",
+    )
+    distributed.add_argument(
+        "--expect-workers", type=int, metavar="N", help="remote worker processes to wait for (needs --master)"
+    )
+    distributed.add_argument(
+        "--master-bind-host", metavar="HOST", help="address the master listens on (default 0.0.0.0: all)"
+    )
+    distributed.add_argument(
+        "--master-port",
+        type=int,
+        metavar="PORT",
+        help="master port (default: $OPTISTACK_MASTER_PORT or 5557)",
+    )
+    distributed.add_argument(
+        "--worker-wait",
+        dest="worker_wait_s",
+        type=float,
+        metavar="S",
+        help="seconds to wait for the workers before the store fails (default 60)",
+    )
     run.add_argument("--run-id", help="run id (default: UTC time + random suffix); reusing one replaces it")
     run.add_argument("--results", help="results root (default: $OPTISTACK_RESULTS or ./results)")
     run.add_argument(
@@ -123,6 +152,25 @@ def _build_parser() -> argparse.ArgumentParser:
     stores = sub.add_parser("stores", help="list the stores and whether each configured endpoint answers")
     stores.add_argument("--url", dest="url_pairs", action="append", default=[], metavar="STORE=URL")
 
+    worker = sub.add_parser(
+        "worker",
+        help="serve the load of `optistack run --master` runs as Locust worker(s)",
+        description="Run Locust worker process(es) for a master started by `optistack run --master "
+        "--expect-workers N`. The master sends the load configuration (store URL included); this "
+        "machine needs OptiStack installed and network access to the store and the master.",
+    )
+    worker.add_argument("--master-host", required=True, help="host name or address of the master")
+    worker.add_argument(
+        "--master-port",
+        type=int,
+        metavar="PORT",
+        help="master port (default: $OPTISTACK_MASTER_PORT or 5557)",
+    )
+    worker.add_argument("--processes", type=int, help="worker processes on this machine (default 1)")
+    worker.add_argument(
+        "--once", action="store_true", help="serve one run and exit (default: serve run after run)"
+    )
+
     local = sub.add_parser("local", help="local servers that need no system install")
     local.add_argument("action", choices=["up", "down", "status"])
     local.add_argument(
@@ -148,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a scheduler stopping us) unwinds like Ctrl-C, so cleanup code runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return {"run": _run, "report": _report, "stores": _stores, "local": _local}[args.command](args)
+        commands = {"run": _run, "report": _report, "stores": _stores, "worker": _worker, "local": _local}
+        return commands[args.command](args)
     except OptiStackError as error:
         print(f"optistack: {error}", file=sys.stderr)
         return 2
@@ -161,10 +210,11 @@ def _run(args: argparse.Namespace) -> int:
     from workloads import runner
     from workloads.config import parse_url_options
 
+    _check_distributed(args)
     options = {
         k: v
         for k, v in vars(args).items()
-        if k not in {"command", "url_pairs", "no_report"} and v is not None
+        if k not in {"command", "url_pairs", "no_report", "master"} and v is not None
     }
     options["urls"] = parse_url_options(args.url_pairs)
     if args.operations is not None and args.duration_s is None:
@@ -186,6 +236,43 @@ def _run(args: argparse.Namespace) -> int:
         if not args.no_report:
             _write_report(Path(p.results_root), p.run_id)
     return 1 if failed else 0
+
+
+def _check_distributed(args: argparse.Namespace) -> None:
+    """`--master` and `--expect-workers` go together; the master's settings need them."""
+    if args.master and args.expect_workers is None:
+        raise OptiStackError(
+            "--master needs --expect-workers N: how many `optistack worker` processes will serve the load"
+        )
+    if args.expect_workers is not None and not args.master:
+        raise OptiStackError(
+            "--expect-workers needs --master: this run is then the master of N remote workers "
+            "(without both, the load runs in local processes, see --processes)"
+        )
+    given = [
+        flag
+        for flag, value in (
+            ("--master-bind-host", args.master_bind_host),
+            ("--master-port", args.master_port),
+            ("--worker-wait", args.worker_wait_s),
+        )
+        if value is not None
+    ]
+    if given and not args.master:
+        raise OptiStackError(f"{', '.join(given)} only apply with --master --expect-workers N")
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from workloads import distributed
+
+    if args.master_port is not None and not 1 <= args.master_port <= 65_535:
+        raise OptiStackError(f"--master-port {args.master_port} must be a port number (1-65535)")
+    if args.processes is not None and not 1 <= args.processes <= 256:
+        raise OptiStackError(f"--processes {args.processes} must be 1 to 256")
+    port = distributed.master_port(args.master_port)
+    return distributed.serve(
+        args.master_host, port, args.processes, once=args.once, log=lambda line: print(line, flush=True)
+    )
 
 
 def _sweepable(options: dict, name: str, sweep_name: str, kind: type) -> None:

@@ -28,7 +28,7 @@ from locust import User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from workloads.driver import LoadConfig, WorkloadDriver, process_workload
-from workloads.recorder import Aggregator, Recorder, encode
+from workloads.recorder import Aggregator, Recorder, encode, latency_stats, new_histogram
 
 PROGRESS_INTERVAL_S = 5.0
 LIVE_INTERVAL_S = 1.0
@@ -45,6 +45,8 @@ class _State:
     written: bool = False
     expected_processes: int = 1
     done: dict[str, int] = {}
+    per_process: dict[str, dict[str, Any]] = {}  # node id -> its own ops histogram and errors
+    workers: set[str] = set()  # node ids of the workers that connected to this master
 
 
 STATE = _State()
@@ -99,6 +101,58 @@ def _on_init(environment: Any, **_: Any) -> None:
         runner.register_message("optistack_done", _on_done)
     elif isinstance(runner, WorkerRunner):
         runner.register_message("optistack_window", _on_window)
+
+
+@events.test_start.add_listener
+def _preload_on_worker(environment: Any, **_: Any) -> None:
+    """A remote worker learns its store only from the master's spawn message, which
+    fires test_start before the first user spawns: import the store's module now, as
+    `_preload` does for forked workers, so no user's start stalls the event loop."""
+    if isinstance(environment.runner, WorkerRunner):
+        from workloads.stores import get_store
+
+        get_store(_config(environment).store)
+
+
+@events.worker_connect.add_listener
+def _on_worker_connect(client_id: str, **_: Any) -> None:
+    """Say which workers came, and refuse one too many.
+
+    Workers partition the keys by their index, 0..N-1 in connection order; an extra
+    worker (or one replacing a lost one) would get index N and insert keys that belong
+    to worker 0, and Locust would hand it users of the others.
+    """
+    runner = _MASTER.get("runner")
+    if runner is None:
+        return
+    if client_id in STATE.workers:  # Locust repeats client_ready until the worker has its ack
+        return
+    STATE.workers.add(client_id)
+    store = _config(runner.environment).store
+    connected = len(STATE.workers)
+    index = runner.get_worker_index(client_id)
+    if connected > STATE.expected_processes or index >= STATE.expected_processes:
+        print(
+            f"optistack-error: a load worker too many connected ({client_id}, index {index}; "
+            f"{STATE.expected_processes} expected): stop the extra `optistack worker` processes "
+            "or raise --expect-workers, and run again",
+            flush=True,
+        )
+        STATE.written = True  # no results: the runner reports the line above instead
+        gevent.spawn_later(0.5, _abort, runner)
+        return
+    if not getattr(runner.environment.parsed_options, "processes", None):  # remote, not forked here
+        print(
+            f"progress [{store}] load worker {connected} of {STATE.expected_processes} connected", flush=True
+        )
+
+
+def _abort(runner: MasterRunner) -> None:
+    """Send every worker home, then end this master. After a quit, Locust's headless
+    start loop would go on waiting for workers until --expect-workers-max-wait."""
+    runner.quit()
+    gevent.sleep(1.0)  # let the quit messages leave
+    os._exit(3)
 
 
 # --- master -----------------------------------------------------------------------
@@ -230,6 +284,7 @@ def _on_done(environment: Any, msg: Any, **_: Any) -> None:
 def _on_final(environment: Any, msg: Any, **_: Any) -> None:
     data = msg.data
     STATE.aggregator.add(msg.node_id, data["shipment"])
+    _count_process(msg.node_id, data["shipment"])
     STATE.process_cpu[msg.node_id] = data["cpu"]
 
 
@@ -238,6 +293,36 @@ def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
     shipment = data.get("optistack")
     if shipment is not None and STATE.aggregator is not None:
         STATE.aggregator.add(client_id, shipment)
+        _count_process(client_id, shipment)
+
+
+def _count_process(node_id: str, shipment: dict[str, Any]) -> None:
+    """Keep each process's own figures beside the merged ones: its operations in one
+    service-time histogram (every operation type) and its error count."""
+    entry = STATE.per_process.setdefault(node_id, {"service": new_histogram(), "errors": 0})
+    for data in shipment["seconds"].values():
+        for text in data["service"].values():
+            entry["service"].decode_and_add(text)
+        entry["errors"] += sum(data["errors"].values())
+
+
+def _per_process() -> list[dict[str, Any]]:
+    runner = _MASTER.get("runner")
+    rows = []
+    for node_id, entry in STATE.per_process.items():
+        histogram = entry["service"]
+        stats = latency_stats(histogram)
+        rows.append(
+            {
+                "process": runner.get_worker_index(node_id) if runner is not None else 0,
+                "ops": histogram.get_total_count(),
+                "errors": entry["errors"],
+                "latency_p50_us": stats["latency_p50_us"],
+                "latency_p99_us": stats["latency_p99_us"],
+                "histogram": encode(histogram),
+            }
+        )
+    return sorted(rows, key=lambda row: row["process"])
 
 
 @events.test_stop.add_listener
@@ -280,6 +365,7 @@ def _write_output(config: LoadConfig) -> None:
         "process_cpu": list(STATE.process_cpu.values()),
         # Workers whose final data never came (killed, crashed): their share is missing.
         "lost_processes": max(0, STATE.expected_processes - len(STATE.process_cpu)),
+        "per_process": _per_process(),
     }
     tmp = f"{config.output_path}.tmp"
     with open(tmp, "w") as fh:

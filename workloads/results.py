@@ -239,8 +239,34 @@ def merge_loads(loads: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "late_samples": sum(load.get("late_samples", 0) for load in loads),
         "lost_processes": sum(load.get("lost_processes", 0) for load in loads),
+        "per_process": _merge_per_process(loads),
         "repeat_loads": loads,
     }
+
+
+def _merge_per_process(loads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each load process index's figures over every repeat (histograms added exactly)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for load in loads:
+        for row in load.get("per_process", []):
+            entry = merged.setdefault(row["process"], {"errors": 0, "histograms": []})
+            entry["errors"] += row["errors"]
+            entry["histograms"].append(row["histogram"])
+    rows = []
+    for process in sorted(merged):
+        histogram = merge_encoded(merged[process]["histograms"])
+        stats = latency_stats(histogram)
+        rows.append(
+            {
+                "process": process,
+                "ops": histogram.get_total_count(),
+                "errors": merged[process]["errors"],
+                "latency_p50_us": stats["latency_p50_us"],
+                "latency_p99_us": stats["latency_p99_us"],
+                "histogram": encode(histogram),
+            }
+        )
+    return rows
 
 
 def ci95(values: list[float]) -> tuple[float, float, float]:

@@ -33,6 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workloads import telemetry
 from workloads.config import resolve_urls, results_root
+from workloads.distributed import (
+    DEFAULT_BIND_HOST,
+    DEFAULT_WORKER_WAIT_S,
+    master_argv,
+    master_port,
+    missing_workers_message,
+)
 from workloads.driver import LoadConfig
 from workloads.errors import OptiStackError
 from workloads.keyspace import records as seed_records
@@ -96,6 +103,13 @@ class RunOptions(BaseModel):
     spawn_rate: float | None = Field(None, gt=0)
     target_rate: float | None = Field(None, gt=0, le=10_000_000)
     processes: int | None = Field(None, ge=1, le=256)
+    # Locust's distributed mode: this many remote workers (`optistack worker`) are the load
+    # processes, and no local one is forked. The master listens on master_bind_host:master_port
+    # (port default: $OPTISTACK_MASTER_PORT, else 5557) and waits at most worker_wait_s for them.
+    expect_workers: int | None = Field(None, ge=1, le=256)
+    master_bind_host: str = DEFAULT_BIND_HOST
+    master_port: int | None = Field(None, ge=1, le=65_535)
+    worker_wait_s: float = Field(DEFAULT_WORKER_WAIT_S, gt=0, le=3_600)
     run_id: str | None = None
     results: str | None = None
     urls: dict[str, str] = Field(default_factory=dict)
@@ -201,6 +215,10 @@ FLAG_NAMES = {
     "spawn_rate": "--spawn-rate",
     "target_rate": "--target-rate",
     "processes": "--processes",
+    "expect_workers": "--expect-workers",
+    "master_bind_host": "--master-bind-host",
+    "master_port": "--master-port",
+    "worker_wait_s": "--worker-wait",
     "run_id": "--run-id",
     "operations": "--operations",
     "repeats": "--repeats",
@@ -251,9 +269,12 @@ def plan(options: RunOptions | dict[str, Any], command: str = "") -> RunPlan:
         check_url(get_store(store), url)
     root = results_root(options.results)
     _check_writable(root)
-    processes = options.processes or os.cpu_count() or 1
-    # A load process with no user (or no operation to run) would only add noise.
-    processes = min(processes, options.users, options.operations or processes)
+    if options.expect_workers:
+        processes = _remote_processes(options)
+    else:
+        processes = options.processes or os.cpu_count() or 1
+        # A load process with no user (or no operation to run) would only add noise.
+        processes = min(processes, options.users, options.operations or processes)
     return RunPlan(
         run_id=options.run_id or new_run_id(),
         stores=options.stores,
@@ -265,6 +286,33 @@ def plan(options: RunOptions | dict[str, Any], command: str = "") -> RunPlan:
         spawn_rate=options.spawn_rate or float(options.users),
         command=command,
     )
+
+
+def _remote_processes(options: RunOptions) -> int:
+    """The load processes of a distributed run: exactly its remote workers.
+
+    Each worker partitions the keys by its Locust worker index (0..N-1, given out by the
+    master in connection order), so the count cannot be trimmed as for local processes.
+    """
+    workers = options.expect_workers
+    problems = []
+    if options.processes is not None and options.processes != workers:
+        problems.append(
+            f"--processes {options.processes} with --expect-workers {workers}: the remote workers are the "
+            "load processes; drop --processes (start more worker processes with `optistack worker --processes`)"
+        )
+    if options.users < workers:
+        problems.append(
+            f"--users {options.users} is fewer than --expect-workers {workers}: give each worker a user"
+        )
+    if options.operations is not None and options.operations < workers:
+        problems.append(f"--operations {options.operations} is fewer than --expect-workers {workers}")
+    if not options.master_bind_host.strip():
+        problems.append("--master-bind-host is empty: give an address of this host, or 0.0.0.0 for all")
+    if problems:
+        raise OptiStackError("the distributed run settings are not valid:\n  " + "\n  ".join(problems))
+    master_port(options.master_port)  # refuses a malformed $OPTISTACK_MASTER_PORT before any work
+    return workers
 
 
 def plan_sweep(options: RunOptions | dict[str, Any], command: str = "") -> list[RunPlan]:
@@ -387,6 +435,7 @@ def stage_provision(p: RunPlan, store: str, log: Log = print) -> dict[str, Any]:
         settings={
             "users": o.users,
             "processes": p.processes,
+            "expect_workers": o.expect_workers,
             "duration_s": o.duration_s,
             "operations": o.operations,
             "repeats": o.repeats,
@@ -484,8 +533,6 @@ def _load_once(p: RunPlan, store: str, repeat: int, log: Log) -> dict[str, Any]:
         "-f",
         str(Path(__file__).with_name("loadgen.py")),
         "--headless",
-        "--processes",
-        str(p.processes),
         "-u",
         str(o.users),
         "-r",
@@ -494,26 +541,45 @@ def _load_once(p: RunPlan, store: str, repeat: int, log: Log) -> dict[str, Any]:
         "WARNING",
         "--only-summary",
         "--skip-log-setup",
-        # Its own port on loopback: runs in parallel (Airflow maps stores over tasks)
-        # must not fight over Locust's default 5557 on every interface.
-        "--master-bind-host",
-        "127.0.0.1",
-        "--master-bind-port",
-        str(port := _free_port()),
-        "--master-port",
-        str(port),
     ]
+    if o.expect_workers:
+        port = master_port(o.master_port)
+        argv += master_argv(o.expect_workers, o.master_bind_host, port, o.worker_wait_s)
+        where = f"{o.expect_workers} remote workers (master on {o.master_bind_host}:{port})"
+    else:
+        argv += [
+            "--processes",
+            str(p.processes),
+            # Its own port on loopback: runs in parallel (Airflow maps stores over tasks)
+            # must not fight over Locust's default 5557 on every interface.
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port := _free_port()),
+            "--master-port",
+            str(port),
+        ]
+        where = f"{p.processes} processes"
     # The configuration (with the store URL) travels in the environment, not argv, so the
-    # process list never shows a password; Locust forwards it to remote workers itself.
+    # process list never shows a password; Locust forwards it to remote workers itself,
+    # in its spawn message over the master's (unencrypted) socket: see docs/distributed.md.
     env = {**os.environ, "OPTISTACK_LOAD_CONFIG": config.model_dump_json(), "PYTHONUNBUFFERED": "1"}
     log(
-        f"[{store}] load: {o.users} users in {p.processes} processes, {o.warmup_s:g}s warm-up + "
+        f"[{store}] load: {o.users} users in {where}, {o.warmup_s:g}s warm-up + "
         f"{o.duration_s:g}s measured"
         + (f", target {o.target_rate:g} ops/s" if o.target_rate else ", closed loop")
     )
     budget = o.warmup_s + o.duration_s + 120 + o.users / p.spawn_rate
+    if o.expect_workers:
+        budget += o.worker_wait_s
     live = LiveFeed(p.root, p.run_id, store, p.spec.name, repeat)  # live.json and OTel metrics
     lines = _stream(argv, env, budget, log, p.urls[store], live)
+    if not output.exists() and o.expect_workers:
+        message = missing_workers_message(
+            store, lines, o.expect_workers, o.master_bind_host, port, o.worker_wait_s
+        )
+        if message:
+            raise OptiStackError(message)
     if not output.exists():
         tail = "\n".join(lines[-15:])
         raise OptiStackError(f"{store}: the load process ended without results. Its last output:\n{tail}")
@@ -663,6 +729,9 @@ def stage_results(p: RunPlan, store: str, load: dict[str, Any], log: Log = print
             "client_saturation": saturation,
             "late_samples": load.get("late_samples", 0),
             "lost_processes": lost,
+            # Each load process's (Locust worker index's) share; its `histogram` (service
+            # time, all operations) lets anyone check the totals are their exact sum.
+            "per_process": load.get("per_process", []),
         },
     )
     if lost:

@@ -55,6 +55,9 @@ def test_options_from_params_maps_zero_to_unset_and_refuses_unknown_names() -> N
     assert options["target_rate"] is None and options["processes"] is None
     options = options_from_params({**param_defaults(), "target_rate": 500, "processes": 2})
     assert options["target_rate"] == 500 and options["processes"] == 2
+    # 0 remote workers: the load runs in local processes; N: Locust's distributed mode.
+    assert options_from_params({**param_defaults(), "expect_workers": 0})["expect_workers"] is None
+    assert options_from_params({**param_defaults(), "expect_workers": 3})["expect_workers"] == 3
     with pytest.raises(OptiStackError, match=r"unknown setting.*record_cont"):
         options_from_params({**param_defaults(), "record_cont": 5})
     with pytest.raises(OptiStackError, match=r"unknown setting.*urls"):  # no URLs through a conf

@@ -89,6 +89,7 @@ def test_form_params_explain_themselves_and_defaults_run(dagbag) -> None:
     assert options.stores == ["postgres", "redis"]
     assert (options.record_count, options.duration_s, options.users, options.warmup_s) == (10_000, 30, 16, 5)
     assert (options.target_rate, options.processes) == (None, None)  # 0 in the form: closed loop, per core
+    assert options.expect_workers is None  # 0 in the form: local load processes
     assert (options.field_count, options.field_length, options.teardown) == (10, 100, True)
 
 
@@ -126,6 +127,8 @@ def test_workload_dropdown_lists_core_and_custom_workloads(dagbag) -> None:
         ("users", 10_001),
         ("target_rate", -5),
         ("processes", 257),
+        ("expect_workers", -1),
+        ("expect_workers", 257),
         ("warmup_s", 3_601),
         ("field_count", 0),
         ("field_length", 1_000_001),
