@@ -21,6 +21,14 @@ Timeouts: ``socket_connect_timeout`` = ``connect_timeout_s``; ``socket_timeout``
 ``operation_timeout_s`` for every command. redis-py's automatic retry is switched off so
 a slow or failed operation is measured and counted as such, never silently repeated.
 
+Hot path: the measured operations go straight to one redis-py ``Connection`` the store
+holds for its lifetime (``send_command`` / ``pack_commands`` + ``read_response``), not
+through the client's pool. Each user has its own store, so the pool's lock, its
+per-command health check (a ``select`` that gevent emulates in Python) and its
+bookkeeping bought nothing and cost about 25 µs of client CPU per operation under gevent
+(docs/performance.md). A connection that fails mid-command is dropped, so a late reply is
+never read as the next command's; the next command reconnects.
+
 Caveats: insert (HSET + ZADD) and delete (DEL + ZREM) are one round trip but not
 atomic; a scan racing a delete can meet an index entry whose hash is already gone, and
 skips it. Redis Cluster is not supported (the index is one key). Teardown deletes with
@@ -32,7 +40,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from itertools import chain
+from typing import Any, ClassVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -76,6 +85,7 @@ class RedisStore(Store):
     example_url = "redis://[:password@]host:6379/0 (or rediss:// for TLS)"
 
     _client: redis.Redis | None = None
+    _conn: Any = None  # the client's connection the operations use directly (see the module docstring)
 
     def __init__(self, url: str, settings: StoreSettings) -> None:
         super().__init__(url, settings)
@@ -117,14 +127,38 @@ class RedisStore(Store):
         )
         try:
             self._client.ping()  # open the client's own connection now, not in its first operation
+            self._conn = self._client.connection_pool.get_connection()
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
+            self._client.close()  # disconnects the pool's connections, the one held here too
             self._client = None
+            self._conn = None
+
+    def _call(self, *args: Any) -> Any:
+        """One command on the held connection; its reply (decoded)."""
+        conn = self._conn
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except redis.ResponseError:
+            raise  # the error reply was read whole: the connection is still in step
+        except BaseException:
+            conn.disconnect()  # a reply may still be on its way: never read it as the next one's
+            raise
+
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Several commands in one round trip on the held connection; their replies."""
+        conn = self._conn
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()  # replies after a failed one are still unread
+            raise
 
     def server_info(self) -> ServerInfo:
         """Product and version from INFO server; Valkey also answers redis_version, so check it first."""
@@ -201,8 +235,8 @@ class RedisStore(Store):
     def read(self, key: str, fields: Sequence[str] | None = None) -> Record | None:
         """HGETALL (all fields) or HMGET; None when the hash does not exist."""
         if fields is None:
-            return self._client.hgetall(self._prefix + key) or None
-        values = self._client.hmget(self._prefix + key, fields)
+            return _as_record(self._call("HGETALL", self._prefix + key)) or None
+        values = self._call("HMGET", self._prefix + key, *fields)
         record = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
         # A missing hash answers all-nil; YCSB records always carry every field.
         return record or None
@@ -211,19 +245,18 @@ class RedisStore(Store):
         self, start_key: str, count: int, fields: Sequence[str] | None = None
     ) -> list[tuple[str, Record]]:
         """Up to `count` records in key order from `start_key`: ZRANGEBYLEX, then one pipeline of reads."""
-        keys = self._client.zrangebylex(self._index, "[" + start_key, "+", start=0, num=count)
+        keys = self._call("ZRANGEBYLEX", self._index, "[" + start_key, "+", "LIMIT", 0, count)
         if not keys:
             return []
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            if fields is None:
-                pipe.hgetall(self._prefix + key)
-            else:
-                pipe.hmget(self._prefix + key, fields)
+        prefix = self._prefix
+        if fields is None:
+            replies = self._pipeline([("HGETALL", prefix + key) for key in keys])
+        else:
+            replies = self._pipeline([("HMGET", prefix + key, *fields) for key in keys])
         result = []
-        for key, values in zip(keys, pipe.execute(), strict=True):
+        for key, values in zip(keys, replies, strict=True):
             record = (
-                values
+                _as_record(values)
                 if fields is None
                 else {f: v for f, v in zip(fields, values, strict=True) if v is not None}
             )
@@ -233,18 +266,24 @@ class RedisStore(Store):
 
     def update(self, key: str, values: Record) -> None:
         """HSET of the given fields."""
-        self._client.hset(self._prefix + key, mapping=values)
+        self._call("HSET", self._prefix + key, *chain.from_iterable(values.items()))
 
     def insert(self, key: str, values: Record) -> None:
         """HSET + ZADD in one round trip."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hset(self._prefix + key, mapping=values)
-        pipe.zadd(self._index, {key: 0})
-        pipe.execute()
+        self._pipeline(
+            [
+                ("HSET", self._prefix + key, *chain.from_iterable(values.items())),
+                ("ZADD", self._index, 0, key),
+            ]
+        )
 
     def delete(self, key: str) -> None:
         """DEL + ZREM in one round trip."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.delete(self._prefix + key)
-        pipe.zrem(self._index, key)
-        pipe.execute()
+        self._pipeline([("DEL", self._prefix + key), ("ZREM", self._index, key)])
+
+
+def _as_record(reply: Any) -> Record:
+    """An HGETALL reply as a dict: RESP3 answers a map, RESP2 a flat [field, value, ...] list."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
