@@ -62,16 +62,35 @@ def wait_port(port: int) -> None:
 def start_stand_ins(tmp: Path) -> tuple[dict[str, str], list[subprocess.Popen]]:
     moto, nx = free_port(), free_port()
     procs = [
-        subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([str(BIN / "nx-27017"), "--db", "memory", "--host", "127.0.0.1", "-p", str(nx),
-                          "--log-file", str(tmp / "nx.log"), "--pid-file", str(tmp / "nx.pid")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [
+                str(BIN / "nx-27017"),
+                "--db",
+                "memory",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(nx),
+                "--log-file",
+                str(tmp / "nx.log"),
+                "--pid-file",
+                str(tmp / "nx.pid"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
     ]
     wait_port(moto)
     wait_port(nx)
-    return {"dynamodb": f"dynamodb://127.0.0.1:{moto}?region=us-east-1",
-            "mongodb": f"mongodb://127.0.0.1:{nx}/optistack_bench"}, procs
+    return {
+        "dynamodb": f"dynamodb://127.0.0.1:{moto}?region=us-east-1",
+        "mongodb": f"mongodb://127.0.0.1:{nx}/optistack_bench",
+    }, procs
 
 
 def seeding(records: int, urls: dict[str, str]) -> pd.DataFrame:
@@ -88,8 +107,15 @@ def seeding(records: int, urls: dict[str, str]) -> pd.DataFrame:
             count = conn.count()
             conn.teardown()
         assert loaded == count == records, (store, loaded, count)
-        rows.append({"store": store, "server": server, "records": records, "seconds": round(elapsed, 2),
-                     "records_per_s": round(records / elapsed)})
+        rows.append(
+            {
+                "store": store,
+                "server": server,
+                "records": records,
+                "seconds": round(elapsed, 2),
+                "records_per_s": round(records / elapsed),
+            }
+        )
         print(f"seeded {store}: {records / elapsed:,.0f} records/s", flush=True)
     return pd.DataFrame(rows)
 
@@ -97,18 +123,45 @@ def seeding(records: int, urls: dict[str, str]) -> pd.DataFrame:
 def optistack_c(store: str, url: str, users: int, duration: int, records: int, results: Path) -> dict:
     run_id = f"bench-{store}-{users}"
     processes = 1 if users == 1 else 2
-    argv = [str(BIN / "optistack"), "run", "--store", store, "--url", f"{store}={url}", "--workload", "c",
-            "--records", str(records), "--duration", str(duration), "--warmup", "3", "--users", str(users),
-            "--processes", str(processes), "--results", str(results), "--run-id", run_id,
-            "--namespace", "optistack_bench_c", "--no-report"]
+    argv = [
+        str(BIN / "optistack"),
+        "run",
+        "--store",
+        store,
+        "--url",
+        f"{store}={url}",
+        "--workload",
+        "c",
+        "--records",
+        str(records),
+        "--duration",
+        str(duration),
+        "--warmup",
+        "3",
+        "--users",
+        str(users),
+        "--processes",
+        str(processes),
+        "--results",
+        str(results),
+        "--run-id",
+        run_id,
+        "--namespace",
+        "optistack_bench_c",
+        "--no-report",
+    ]
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     folder = results / "runs" / f"run_id={run_id}" / f"store={store}"
     summary = pd.read_parquet(folder / "summary.parquet")
     row = summary[summary["operation"] == "ALL"].iloc[0]
     info = json.loads((folder / "run.json").read_text())
     cpu = max((p["cpu_percent_max"] for p in info["load"]["client_cpu"]), default=0.0)
-    return {"ops_s": row["throughput_ops_s"], "p50_us": row["latency_p50_us"], "p99_us": row["latency_p99_us"],
-            "client_cpu_peak": cpu}
+    return {
+        "ops_s": row["throughput_ops_s"],
+        "p50_us": row["latency_p50_us"],
+        "p99_us": row["latency_p99_us"],
+        "client_cpu_peak": cpu,
+    }
 
 
 def pgbench(users: int, duration: int) -> dict:
@@ -119,8 +172,12 @@ def pgbench(users: int, duration: int) -> dict:
     try:
         db = f"{base}/optistack_bench"
         subprocess.run([tool, "-q", "-i", "-s", "1", db], check=True, capture_output=True)
-        out = subprocess.run([tool, "-S", "-n", "-c", str(users), "-j", str(min(users, 2)), "-T", str(duration),
-                              "-r", db], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [tool, "-S", "-n", "-c", str(users), "-j", str(min(users, 2)), "-T", str(duration), "-r", db],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     finally:
         subprocess.run(["psql", PG_URL, "-qc", "DROP DATABASE IF EXISTS optistack_bench"], check=True)
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
@@ -131,24 +188,50 @@ def pgbench(users: int, duration: int) -> dict:
 def redis_benchmark(users: int, records: int, duration: int) -> dict:
     host, port_db = REDIS_URL.removeprefix("redis://").split(":")
     port, db = port_db.split("/")
-    common = ["redis-benchmark", "-h", host, "-p", port, "--dbnum", db, "-r", str(records), "-d", "1000", "-q"]
+    common = [
+        "redis-benchmark",
+        "-h",
+        host,
+        "-p",
+        port,
+        "--dbnum",
+        db,
+        "-r",
+        str(records),
+        "-d",
+        "1000",
+        "-q",
+    ]
     subprocess.run([*common, "-t", "set", "-n", str(records), "-c", "16"], check=True, capture_output=True)
     # About `duration` seconds of GETs: calibrate the request count from a short probe.
-    probe = subprocess.run([*common, "-t", "get", "-n", "20000", "-c", str(users), "--csv"], check=True,
-                           capture_output=True, text=True).stdout
+    probe = subprocess.run(
+        [*common, "-t", "get", "-n", "20000", "-c", str(users), "--csv"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rate = float(probe.strip().splitlines()[-1].split(",")[1].strip('"'))
-    out = subprocess.run([*common, "-t", "get", "-n", str(int(rate * duration)), "-c", str(users), "--csv"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [*common, "-t", "get", "-n", str(int(rate * duration)), "-c", str(users), "--csv"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     fields = [f.strip('"') for f in out.strip().splitlines()[-1].split(",")]
     # csv columns: test, rps, avg_latency_ms, min, p50, p95, p99, max
-    subprocess.run(f"redis-cli -h {host} -p {port} -n {db} --scan --pattern 'key:*' | "
-                   f"xargs -r -n 500 redis-cli -h {host} -p {port} -n {db} unlink > /dev/null", shell=True,
-                   check=True)
+    subprocess.run(
+        f"redis-cli -h {host} -p {port} -n {db} --scan --pattern 'key:*' | "
+        f"xargs -r -n 500 redis-cli -h {host} -p {port} -n {db} unlink > /dev/null",
+        shell=True,
+        check=True,
+    )
     return {"ops_s": float(fields[1]), "p50_us": float(fields[4]) * 1000, "p99_us": float(fields[6]) * 1000}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--skip-seeding", action="store_true")
@@ -157,25 +240,50 @@ def main() -> None:
     stand_ins, procs = start_stand_ins(tmp)
     try:
         if not args.skip_seeding:
-            urls = {"postgres": PG_URL, "mysql": MYSQL_URL, "redis": REDIS_URL,
-                    "cockroachdb": PG_URL.replace("postgresql://", "cockroachdb://"), **stand_ins}
+            urls = {
+                "postgres": PG_URL,
+                "mysql": MYSQL_URL,
+                "redis": REDIS_URL,
+                "cockroachdb": PG_URL.replace("postgresql://", "cockroachdb://"),
+                **stand_ins,
+            }
             print(seeding(args.records, urls).to_markdown(index=False))
         rows = []
         for users in (1, 16):
             pg = optistack_c("postgres", PG_URL, users, args.duration, args.records, tmp / "results")
             native = pgbench(users, args.duration)
-            rows.append({"store": "postgres", "users": users, "optistack_ops_s": pg["ops_s"],
-                         "optistack_p50_us": pg["p50_us"], "optistack_p99_us": pg["p99_us"],
-                         "client_cpu_peak_%": pg["client_cpu_peak"], "native": "pgbench -S",
-                         "native_ops_s": native["ops_s"], "native_p50_us": None, "native_p99_us": None,
-                         "ratio": pg["ops_s"] / native["ops_s"]})
+            rows.append(
+                {
+                    "store": "postgres",
+                    "users": users,
+                    "optistack_ops_s": pg["ops_s"],
+                    "optistack_p50_us": pg["p50_us"],
+                    "optistack_p99_us": pg["p99_us"],
+                    "client_cpu_peak_%": pg["client_cpu_peak"],
+                    "native": "pgbench -S",
+                    "native_ops_s": native["ops_s"],
+                    "native_p50_us": None,
+                    "native_p99_us": None,
+                    "ratio": pg["ops_s"] / native["ops_s"],
+                }
+            )
             rd = optistack_c("redis", REDIS_URL, users, args.duration, args.records, tmp / "results")
             native = redis_benchmark(users, args.records, args.duration)
-            rows.append({"store": "redis", "users": users, "optistack_ops_s": rd["ops_s"],
-                         "optistack_p50_us": rd["p50_us"], "optistack_p99_us": rd["p99_us"],
-                         "client_cpu_peak_%": rd["client_cpu_peak"], "native": "redis-benchmark -t get",
-                         "native_ops_s": native["ops_s"], "native_p50_us": native["p50_us"],
-                         "native_p99_us": native["p99_us"], "ratio": rd["ops_s"] / native["ops_s"]})
+            rows.append(
+                {
+                    "store": "redis",
+                    "users": users,
+                    "optistack_ops_s": rd["ops_s"],
+                    "optistack_p50_us": rd["p50_us"],
+                    "optistack_p99_us": rd["p99_us"],
+                    "client_cpu_peak_%": rd["client_cpu_peak"],
+                    "native": "redis-benchmark -t get",
+                    "native_ops_s": native["ops_s"],
+                    "native_p50_us": native["p50_us"],
+                    "native_p99_us": native["p99_us"],
+                    "ratio": rd["ops_s"] / native["ops_s"],
+                }
+            )
             print(f"users={users} done", flush=True)
         print(pd.DataFrame(rows).round(2).to_markdown(index=False))
     finally:

@@ -16,20 +16,44 @@ from workloads.results import OPERATION_ORDER
 
 SECRET = "Sup3rSecretPw"
 SUMMARY_COLUMNS = {
-    "run_id", "store", "workload", "operation", "ops", "errors", "duration_s", "throughput_ops_s",
-    "latency_p50_us", "latency_p90_us", "latency_p95_us", "latency_p99_us", "latency_p999_us",
-    "latency_max_us", "latency_mean_us",
+    "run_id",
+    "store",
+    "workload",
+    "operation",
+    "ops",
+    "errors",
+    "duration_s",
+    "throughput_ops_s",
+    "latency_p50_us",
+    "latency_p90_us",
+    "latency_p95_us",
+    "latency_p99_us",
+    "latency_p999_us",
+    "latency_max_us",
+    "latency_mean_us",
 }
 TIMESERIES_COLUMNS = {
-    "run_id", "store", "operation", "second", "ops", "errors", "latency_p50_us", "latency_p99_us",
+    "run_id",
+    "store",
+    "operation",
+    "second",
+    "ops",
+    "errors",
+    "latency_p50_us",
+    "latency_p99_us",
     "latency_max_us",
 }
 
 
-def optistack(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def optistack(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "workloads", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
     )
 
@@ -45,10 +69,33 @@ def test_run_writes_the_results_contract_and_keeps_secrets_out(tmp_path: Path, s
     redis = store_server("redis")
     results = tmp_path / "results"
     proc = optistack(
-        "run", "--store", "postgres", "--store", "redis", "--workload", "b", "--records", "2000",
-        "--duration", "3", "--warmup", "1", "--users", "4", "--processes", "2", "--run-id", "e2e-1",
-        "--results", str(results), "--namespace", "optistack_cli_e2e",
-        "--url", f"postgres={with_password(postgres.url)}", "--url", f"redis={redis.url}",
+        "run",
+        "--store",
+        "postgres",
+        "--store",
+        "redis",
+        "--workload",
+        "b",
+        "--records",
+        "2000",
+        "--duration",
+        "3",
+        "--warmup",
+        "1",
+        "--users",
+        "4",
+        "--processes",
+        "2",
+        "--run-id",
+        "e2e-1",
+        "--results",
+        str(results),
+        "--namespace",
+        "optistack_cli_e2e",
+        "--url",
+        f"postgres={with_password(postgres.url)}",
+        "--url",
+        f"redis={redis.url}",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -99,9 +146,30 @@ def test_run_writes_the_results_contract_and_keeps_secrets_out(tmp_path: Path, s
 def test_rerun_of_a_run_id_replaces_only_that_store(tmp_path: Path, store_server) -> None:
     redis = store_server("redis")
     results = tmp_path / "results"
-    args = ["run", "--store", "redis", "--workload", "c", "--records", "500", "--duration", "2", "--warmup",
-            "0", "--users", "2", "--processes", "1", "--results", str(results), "--url", f"redis={redis.url}",
-            "--namespace", "optistack_cli_rerun", "--no-report"]
+    args = [
+        "run",
+        "--store",
+        "redis",
+        "--workload",
+        "c",
+        "--records",
+        "500",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--users",
+        "2",
+        "--processes",
+        "1",
+        "--results",
+        str(results),
+        "--url",
+        f"redis={redis.url}",
+        "--namespace",
+        "optistack_cli_rerun",
+        "--no-report",
+    ]
     first = optistack(*args, "--run-id", "keep-me")
     assert first.returncode == 0, first.stdout + first.stderr
     for _ in range(2):
@@ -144,8 +212,17 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path: Path, args: list[
 def test_bad_workload_file_names_what_to_fix(tmp_path: Path) -> None:
     workload = tmp_path / "mix.yaml"
     workload.write_text("operations: {read: 0.5, update: 0.4}\nrequest_distribution: pareto\n")
-    proc = optistack("run", "--store", "redis", "--workload", str(workload), "--results", str(tmp_path / "r"),
-                     env={"OPTISTACK_REDIS_URL": "redis://127.0.0.1:6379/1"}, timeout=60)
+    proc = optistack(
+        "run",
+        "--store",
+        "redis",
+        "--workload",
+        str(workload),
+        "--results",
+        str(tmp_path / "r"),
+        env={"OPTISTACK_REDIS_URL": "redis://127.0.0.1:6379/1"},
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "unknown request_distribution 'pareto'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -154,8 +231,15 @@ def test_bad_workload_file_names_what_to_fix(tmp_path: Path) -> None:
 def test_unwritable_results_folder_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    proc = optistack("run", "--store", "redis", "--results", str(blocker / "results"),
-                     env={"OPTISTACK_REDIS_URL": "redis://127.0.0.1:6379/1"}, timeout=60)
+    proc = optistack(
+        "run",
+        "--store",
+        "redis",
+        "--results",
+        str(blocker / "results"),
+        env={"OPTISTACK_REDIS_URL": "redis://127.0.0.1:6379/1"},
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "is not writable" in proc.stderr and "--results" in proc.stderr
 
@@ -164,10 +248,34 @@ def test_unreachable_store_fails_that_store_and_says_why(tmp_path: Path, store_s
     redis = store_server("redis")
     results = tmp_path / "results"
     proc = optistack(
-        "run", "--store", "mysql", "--store", "redis", "--records", "200", "--duration", "1", "--warmup", "0",
-        "--users", "1", "--processes", "1", "--results", str(results), "--run-id", "partial",
-        "--namespace", "optistack_cli_partial", "--connect-timeout", "2", "--no-report",
-        "--url", f"mysql=mysql://root:{SECRET}@127.0.0.1:1/test", "--url", f"redis={redis.url}",
+        "run",
+        "--store",
+        "mysql",
+        "--store",
+        "redis",
+        "--records",
+        "200",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--users",
+        "1",
+        "--processes",
+        "1",
+        "--results",
+        str(results),
+        "--run-id",
+        "partial",
+        "--namespace",
+        "optistack_cli_partial",
+        "--connect-timeout",
+        "2",
+        "--no-report",
+        "--url",
+        f"mysql=mysql://root:{SECRET}@127.0.0.1:1/test",
+        "--url",
+        f"redis={redis.url}",
     )
     assert proc.returncode == 1  # a store failed
     assert "FAILED" in proc.stdout and "cannot connect to mysql" in proc.stdout
@@ -180,8 +288,9 @@ def test_unreachable_store_fails_that_store_and_says_why(tmp_path: Path, store_s
 
 def test_stores_lists_every_store_and_whether_it_answers(store_server) -> None:
     redis = store_server("redis")
-    proc = optistack("stores", "--url", f"redis={redis.url}", "--url", "mysql=mysql://root@127.0.0.1:1/test",
-                     timeout=60)
+    proc = optistack(
+        "stores", "--url", f"redis={redis.url}", "--url", "mysql=mysql://root@127.0.0.1:1/test", timeout=60
+    )
     assert proc.returncode == 0
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
     assert set(lines) == {"cassandra", "cockroachdb", "dynamodb", "mongodb", "mysql", "postgres", "redis"}
@@ -193,9 +302,31 @@ def test_a_sweep_with_repeats_gives_a_curve_and_confidence_intervals(tmp_path: P
     redis = store_server("redis")
     results = tmp_path / "results"
     proc = optistack(
-        "run", "--store", "redis", "--workload", "c", "--records", "500", "--duration", "2", "--warmup", "0",
-        "--users", "1,2", "--repeats", "2", "--processes", "1", "--results", str(results), "--run-id", "sweep",
-        "--namespace", "optistack_cli_sweep", "--url", f"redis={redis.url}",
+        "run",
+        "--store",
+        "redis",
+        "--workload",
+        "c",
+        "--records",
+        "500",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--users",
+        "1,2",
+        "--repeats",
+        "2",
+        "--processes",
+        "1",
+        "--results",
+        str(results),
+        "--run-id",
+        "sweep",
+        "--namespace",
+        "optistack_cli_sweep",
+        "--url",
+        f"redis={redis.url}",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 repeats: throughput" in proc.stdout and "95% CI" in proc.stdout

@@ -46,7 +46,9 @@ def test_a_failed_validation_fails_the_run(tmp_path: Path) -> None:
 def test_a_failed_store_fails_the_run(tmp_path: Path) -> None:
     folder = tmp_path / "store=mysql"
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({"store": "mysql", "status": "failed", "error": "seed: boom"}))
+    (folder / "run.json").write_text(
+        json.dumps({"store": "mysql", "status": "failed", "error": "seed: boom"})
+    )
     lines, failed = summary_lines([folder])
     assert failed
     assert lines[-1] == "mysql        FAILED: seed: boom"
