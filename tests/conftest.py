@@ -41,6 +41,42 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def optistack(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run the `optistack` CLI as a user would (`python -m workloads ...`), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "workloads", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start_worker(port: int, log: Path, *extra: str, env: dict[str, str]) -> subprocess.Popen:
+    """`optistack worker --once` for a master on this machine's loopback port, output to `log`."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workloads",
+            "worker",
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            "--once",
+            *extra,
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
 def wait_for_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

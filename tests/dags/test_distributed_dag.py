@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, start_worker
 from tests.dags.conftest import run_dag
 
 pytestmark = pytest.mark.slow
@@ -25,26 +23,7 @@ def test_the_load_task_is_the_master_of_remote_workers(dagbag, tmp_path: Path) -
     port = free_port()
     # What the docker-compose worker service runs, with --once and this test's port; no store URL.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTISTACK_", "AIRFLOW_CONN_"))}
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workloads",
-                "worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-                "--once",
-            ],
-            stdout=(tmp_path / f"worker-{i}.log").open("w"),
-            stderr=subprocess.STDOUT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        for i in range(2)
-    ]
+    workers = [start_worker(port, tmp_path / f"worker-{i}.log", env=env) for i in range(2)]
     conf = {
         "stores": ["redis"],
         "workload": "b",

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+from tests.conftest import optistack
 from workloads.results import OPERATION_ORDER
 
 SECRET = "Sup3rSecretPw"
@@ -43,19 +41,6 @@ TIMESERIES_COLUMNS = {
     "latency_p99_us",
     "latency_max_us",
 }
-
-
-def optistack(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workloads", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def with_password(url: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import pandas as pd
 import psutil
 import pytest
 
+from tests.conftest import free_port, optistack
+from tests.conftest import start_worker as start_any_worker
 from workloads.recorder import PERCENTILES, decode, new_histogram
 
 # Only what a worker on another machine would have: no store URL, no load configuration.
@@ -28,44 +29,8 @@ WORKER_ENV = {
 } | {"PYTHONUNBUFFERED": "1"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def optistack(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workloads", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def start_worker(port: int, log: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workloads",
-            "worker",
-            "--master-host",
-            "127.0.0.1",
-            "--master-port",
-            str(port),
-            "--once",
-            *extra,
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=WORKER_ENV,
-    )
+    return start_any_worker(port, log, *extra, env=WORKER_ENV)
 
 
 def stop(procs: list[subprocess.Popen]) -> None:

@@ -18,10 +18,7 @@ See docs/measurement.md for what the two latency figures mean and when to read w
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +30,7 @@ import pandas as pd
 import psycopg
 import pytest
 
+from tests.conftest import optistack
 from workloads.recorder import decode
 
 pytestmark = pytest.mark.slow
@@ -45,17 +43,6 @@ STALL_S = 1.0  # how long each lock is held
 # on a busy machine. So the stalls start 0.5-3 s and 3.5-6 s into the window, and end
 # before it does.
 STALL_OFFSETS_S = (0.5, 3.5)
-
-
-def optistack(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workloads", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ),
-    )
 
 
 def run_and_read(results: Path, store: str, *args: str) -> tuple[pd.Series, pd.DataFrame, str]:
