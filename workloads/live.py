@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +118,16 @@ def _read_regular_json(path: Path) -> dict[str, Any] | None:
     except OSError:
         return None
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
             return None
         try:
             data = json.loads(handle.read())
         except ValueError:  # cannot happen with atomic writes; a foreign file is skipped
             return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    # A running load rewrites the file every second: a large age means the run stopped
+    # without publishing (a killed runner), which the figures alone cannot tell.
+    data["age_s"] = round(max(0.0, time.time() - info.st_mtime), 1)
+    return data

@@ -2,6 +2,8 @@
 path checks as the other routes. live.json is written by the runner's own `LiveFeed`."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,7 @@ def test_a_running_runs_live_figures_are_served_per_store(airflow_api, running):
     body = response.json()
     assert body["run_id"] == RUN and list(body["stores"]) == ["redis"]
     live = body["stores"]["redis"]
+    assert 0 <= live.pop("age_s") < 60  # just written
     assert live == json.loads((staging_dir(running, RUN, "redis") / LIVE_FILE).read_text())
     assert (live["run_id"], live["store"], live["stage"], live["phase"]) == (
         RUN,
@@ -64,6 +67,18 @@ def test_a_running_runs_live_figures_are_served_per_store(airflow_api, running):
     assert live["latest"] == {"second": 3, "operations": SECOND["operations"]}
     assert live["totals"] == {"READ": {"ops": 1800, "errors": 2}, "ALL": {"ops": 1800, "errors": 2}}
     assert live["seconds_measured"] == 2
+
+
+def test_a_run_that_stopped_writing_shows_its_age(airflow_api, running):
+    # A killed runner leaves live.json behind: its age, not its figures, says so.
+    path = staging_dir(running, RUN, "redis") / LIVE_FILE
+    an_hour_ago = time.time() - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
+
+    response = airflow_api.client.get(f"/optistack/api/runs/{RUN}/live", headers=airflow_api.headers())
+
+    assert response.status_code == 200
+    assert 3600 <= response.json()["stores"]["redis"]["age_s"] < 3700
 
 
 def test_the_live_route_needs_credentials(airflow_api, running):
