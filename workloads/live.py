@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from workloads import telemetry
-from workloads.results import LIVE_FILE, run_dir, staging_dir, write_json
+from workloads.results import LIVE_FILE, STAGING_PREFIX, STAGING_SUFFIX, run_dir, staging_dir, write_json
 
 LIVE_PREFIX = "live "
-STAGING_PREFIX, STAGING_SUFFIX = ".store=", ".staging"
 
 
 class LiveFeed:

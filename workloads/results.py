@@ -34,9 +34,12 @@ def store_dir(root: Path, run_id: str, store: str) -> Path:
     return run_dir(root, run_id) / f"store={store}"
 
 
+STAGING_PREFIX, STAGING_SUFFIX = ".store=", ".staging"
+
+
 def staging_dir(root: Path, run_id: str, store: str) -> Path:
     """Hidden sibling of the store folder where a run is assembled (pyarrow skips dot-names)."""
-    return run_dir(root, run_id) / f".store={store}.staging"
+    return run_dir(root, run_id) / f"{STAGING_PREFIX}{store}{STAGING_SUFFIX}"
 
 
 def publish(root: Path, run_id: str, store: str) -> Path:
