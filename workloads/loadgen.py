@@ -188,9 +188,43 @@ def _on_spawning_complete(user_count: int, **_: Any) -> None:
     # the duration is then only an upper bound.
     runner.send_message("optistack_window", {"start": start, "end": end})
     gevent.spawn(_stop_at, runner, end)
+    if config.operations is not None:
+        gevent.spawn(_watch_for_lost_workers, runner)
 
 
 _MASTER: dict[str, MasterRunner] = {}
+
+# How long a worker may miss its heartbeats before an `--operations` run gives up on it.
+# Locust marks a worker missing after 3 s without one; a busy machine can stall a worker
+# that long and it heals, so the run waits a while longer before it ends.
+LOST_WORKER_GRACE_S = 10.0
+
+
+def _watch_for_lost_workers(runner: MasterRunner) -> None:
+    """End an `--operations` run whose worker died before finishing its share.
+
+    The window of such a run closes only when every process has sent `optistack_done`;
+    a dead worker never will, and the run would last until `--duration` (a day by
+    default). It ends now instead, with the operations measured so far: the lost
+    process is counted in the output (`lost_processes`) and the runner fails the store.
+    """
+    missing_since: dict[str, float] = {}
+    while True:
+        gevent.sleep(1.0)
+        now = time.monotonic()
+        missing = {node.id for node in runner.clients.missing if node.id not in STATE.done}
+        missing_since = {node: missing_since.get(node, now) for node in missing}
+        lost = [node for node, since in missing_since.items() if now - since >= LOST_WORKER_GRACE_S]
+        if lost and STATE.window is not None:
+            print(
+                f"progress [{_config(runner.environment).store}] load worker {', '.join(lost)} lost "
+                f"(no heartbeat for {LOST_WORKER_GRACE_S:g}s): its share of --operations cannot "
+                "finish; ending the run with what was measured",
+                flush=True,
+            )
+            STATE.window = (STATE.window[0], time.time_ns())
+            runner.stop()
+            return
 
 
 def _stop_at(runner: MasterRunner, end_ns: int) -> None:

@@ -457,3 +457,34 @@ def test_a_killed_load_worker_does_not_pass_as_a_complete_run(tmp_path: Path, va
     assert info["status"] in {"failed", "degraded"}, (info["status"], info.get("load"))
     assert "load process" in (info["error"] or ""), info["error"]
     assert_nothing_half_written(results)
+
+
+def test_an_operations_run_whose_worker_died_ends_without_waiting_for_its_share(
+    tmp_path: Path, valkey: LocalServer
+) -> None:
+    # --operations without --duration may run for a day: the window closes when every
+    # process has done its share, which a dead one never does. The master gives up on it
+    # once it has missed its heartbeats for LOST_WORKER_GRACE_S.
+    results = tmp_path / "results"
+    with cli(
+        "--store", "redis", "--url", f"redis={valkey.url}",
+        *load_args(results, "lost", "--operations", "100000000", "--processes", "2"),
+    ) as run:  # fmt: skip
+        run.wait_for(MEASURING.format(store="redis"), timeout=90)
+        workers = run.locust_master().children()
+        assert len(workers) == 2, workers
+        workers[0].kill()
+        killed = time.monotonic()
+        code = run.wait(90)
+        took = time.monotonic() - killed
+        leftovers = [p for p in run.alive() if p.pid != run.proc.pid]
+    assert code == 1, run.text
+    assert took < 60, f"the run went on {took:.0f}s after its worker died"
+    assert leftovers == []
+    assert "lost (no heartbeat for 10s)" in run.text
+    info = run_info(results, "lost", "redis")
+    assert info["status"] == "failed", info
+    assert "1 of 2 load processes died" in info["error"], info["error"]
+    summary = pd.read_parquet(store_folder(results, "lost", "redis") / "summary.parquet")
+    assert summary.set_index("operation").loc["ALL", "ops"] > 0  # what was measured is kept
+    assert_nothing_half_written(results)
