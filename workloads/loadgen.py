@@ -47,6 +47,9 @@ class _State:
     done: dict[str, int] = {}
     per_process: dict[str, dict[str, Any]] = {}  # node id -> its own ops histogram and errors
     workers: set[str] = set()  # node ids of the workers that connected to this master
+    users_started: int = 0  # worker: users whose on_start (connect) has finished
+    started_by_node: dict[str, int] = {}  # master: the same, per worker
+    spawned: bool = False  # master: Locust's spawning_complete has fired
 
 
 STATE = _State()
@@ -99,6 +102,7 @@ def _on_init(environment: Any, **_: Any) -> None:
         _MASTER["runner"] = runner
         runner.register_message("optistack_final", _on_final)
         runner.register_message("optistack_done", _on_done)
+        runner.register_message("optistack_users_started", _on_users_started)
     elif isinstance(runner, WorkerRunner):
         runner.register_message("optistack_window", _on_window)
 
@@ -172,15 +176,46 @@ def _on_test_start(environment: Any, **_: Any) -> None:
 
 @events.spawning_complete.add_listener
 def _on_spawning_complete(user_count: int, **_: Any) -> None:
-    """Every user runs: warm-up starts now, the measured window after it.
-
-    Opening the window at test start instead would count the ramp-up (and, on a busy
-    machine, seconds in which some users had not even started) as measured time.
-    """
+    """Every user greenlet exists; the window opens once they have all connected."""
     runner = _MASTER.get("runner")
     if runner is None or STATE.window is not None:
         return
+    STATE.spawned = True
     config = _config(runner.environment)
+    # A user whose on_start never ends (a driver that ignores its connect timeout) must
+    # not hold the run for ever: past this bound the window opens without it.
+    gevent.spawn_later(config.connect_timeout_s + USERS_CONNECT_GRACE_S, _open_window, runner, True)
+    _open_window(runner)
+
+
+def _on_users_started(environment: Any, msg: Any, **_: Any) -> None:
+    """A worker's count of users that have finished connecting (on_start)."""
+    STATE.started_by_node[msg.node_id] = msg.data["count"]
+    runner = _MASTER.get("runner")
+    if runner is not None:
+        _open_window(runner)
+
+
+def _open_window(runner: MasterRunner, timed_out: bool = False) -> None:
+    """Warm-up starts now, the measured window after it: once every user has connected.
+
+    Not at test start, nor at Locust's spawning_complete, which fires when the user
+    greenlets exist but before their on_start has connected them: the first measured
+    second would then hold fewer users than planned (with --warmup 0 it held 108-158 of
+    200 scheduled operations).
+    """
+    if STATE.window is not None or not STATE.spawned:
+        return
+    config = _config(runner.environment)
+    started = sum(STATE.started_by_node.values())
+    if started < config.users and not timed_out:
+        return
+    if started < config.users:
+        print(
+            f"progress [{config.store}] only {started} of {config.users} users finished connecting within "
+            f"{config.connect_timeout_s + USERS_CONNECT_GRACE_S:g}s; measuring without waiting for the rest",
+            flush=True,
+        )
     start = time.time_ns() + int(config.warmup_s * 1e9)
     end = start + int(config.duration_s * 1e9)
     STATE.window = (start, end)
@@ -191,6 +226,9 @@ def _on_spawning_complete(user_count: int, **_: Any) -> None:
     if config.operations is not None:
         gevent.spawn(_watch_for_lost_workers, runner)
 
+
+# Seconds past the connect timeout that the window waits for users still in on_start.
+USERS_CONNECT_GRACE_S = 5.0
 
 _MASTER: dict[str, MasterRunner] = {}
 
@@ -458,7 +496,12 @@ class OptiStackUser(User):
                 "optistack_done", {"last_end_ns": last_end_ns}
             )
         self.driver = WorkloadDriver(config, STATE.recorder, process_index=max(index, 0), sleep=gevent.sleep)
-        self.driver.start_user()
+        try:
+            self.driver.start_user()
+        finally:  # connected or not (a failed connect is counted and retried): this user runs
+            STATE.users_started += 1
+            if isinstance(runner, WorkerRunner):
+                runner.send_message("optistack_users_started", {"count": STATE.users_started})
 
     def stop(self, force: bool = False) -> bool:
         """Let the operation in flight finish before Locust kills this user.

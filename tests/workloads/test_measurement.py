@@ -419,3 +419,21 @@ def test_redis_reads_are_measured_in_microseconds(tmp_path: Path, store_server) 
     below_1ms = [v.value_iterated_to for v in histogram.get_recorded_iterator() if v.value_iterated_to < 1000]
     assert len(below_1ms) >= 50, below_1ms
     assert histogram.get_total_count() == summary_row["ops"]
+
+
+def test_the_window_opens_once_every_user_has_connected(tmp_path: Path, postgres_url: str) -> None:
+    # With no warm-up, the first measured second must already hold every user: the window
+    # opens when all users have finished on_start (connected), not when Locust has merely
+    # spawned their greenlets. Before, that second held 187-189 of 200 operations on a
+    # quiet machine and 108-158 on a busy one.
+    rate = 200
+    row, series, out = run_and_read(
+        tmp_path / "results", "postgres",
+        "--url", f"postgres={postgres_url}", "--namespace", f"optistack_window_{secrets.token_hex(3)}",
+        "--workload", "a", "--records", "1000", "--users", "8", "--processes", "2",
+        "--warmup", "0", "--duration", "3", "--target-rate", str(rate),
+    )  # fmt: skip
+    per_second = series.set_index("second")["ops"].sort_index()
+    assert list(per_second.index) == [0, 1, 2], out
+    assert per_second.loc[0] >= 0.97 * rate, (per_second.to_dict(), out)
+    assert row["errors"] == 0, figures(row)
