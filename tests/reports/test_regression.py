@@ -608,7 +608,10 @@ def test_the_index_does_not_list_the_trend_page_as_a_run(results, trend_page):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is missing")
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(),
+    reason="/usr/bin/chromium is missing (apt-get install -y chromium); CI installs it",
+)
 def test_chromium_opens_the_trend_page_with_its_charts_and_no_console_errors(trend_page, tmp_path):
     from tests.reports.test_browser import chromium, console_errors
 

