@@ -53,12 +53,20 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in socks]
 
 
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+def listener(port: int) -> str | None:
+    """The command line of whatever listens on 127.0.0.1:`port`, or None.
+
+    Read from the socket table, not by connecting: a connect() to a free port in the
+    ephemeral range can pick that same port as its source and connect to itself
+    (TCP simultaneous open), which once made a dead server look alive here.
+    """
+    for conn in psutil.net_connections(kind="tcp4"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            try:
+                return " ".join(psutil.Process(conn.pid).cmdline()) if conn.pid else "(pid unknown)"
+            except psutil.Error:
+                return f"(pid {conn.pid}, gone)"
+    return None
 
 
 @contextlib.contextmanager
@@ -179,7 +187,7 @@ def test_down_stops_every_server_and_closes_its_port(local_servers) -> None:
     assert sorted(local_down(path)) == sorted(LOCAL_STORES)
 
     for store, port in ports.items():
-        assert not answers(port), f"{store} still listens on {port}"
+        assert listener(port) is None, f"{store}: {port} still has a listener: {listener(port)}"
         proc = procs[store]
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE, f"{store} still runs"
     assert local_status(path) == {}
@@ -223,7 +231,7 @@ def test_servers_outlive_the_process_that_started_them(tmp_path: Path) -> None:
             client.close()
     finally:
         local_down(tmp_path)
-    assert not answers(port)
+    assert listener(port) is None
 
 
 def test_a_dead_server_is_started_again(tmp_path: Path) -> None:
@@ -263,7 +271,13 @@ def test_a_server_that_exits_is_reported_with_its_log_tail(tmp_path: Path) -> No
         ):
             local_up(tmp_path, stores=["redis"], ports={"redis": port})
         assert local_status(tmp_path) == {}
-        assert not answers(port)
+        assert listener(port) is None
+        left = [
+            q.pid
+            for q in psutil.process_iter(["cmdline"])
+            if str(tmp_path) in " ".join(q.info["cmdline"] or ())
+        ]
+        assert left == [], f"processes still running from {tmp_path}: {left}"
     finally:
         local_down(tmp_path)
 
