@@ -9,6 +9,7 @@ with an in-process execution API.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import os
@@ -105,6 +106,16 @@ class DagRunResult:
     asset_events: list[tuple[str, dict]] = field(default_factory=list)  # (uri, extra)
 
 
+def _param_values(dag: Any) -> list[tuple[Any, Any]]:
+    """Every Param object of the DAG and its tasks, with a copy of its current value."""
+    params = {}
+    for params_dict in [dag.params, *(task.params for task in dag.tasks)]:
+        for name in params_dict:
+            param = params_dict.get_param(name)
+            params[id(param)] = (param, copy.deepcopy(param.value))
+    return list(params.values())
+
+
 def run_dag(
     dag: Any, conf: dict | None = None, logical_date: dt.datetime | None = None, **test_kwargs: Any
 ) -> DagRunResult:
@@ -118,12 +129,18 @@ def run_dag(
     collector = _Collector()
     root = logging.getLogger()
     root.addHandler(collector)
+    # dag.test() runs the tasks in this process, and merging a run's conf into the params sets
+    # the value of the DAG's own Param objects; the dagbag is shared by the session, so without
+    # this one test's conf (a sweep, `processes: 1`) would be the next test's default.
+    defaults = _param_values(dag)
     try:
         if logical_date:
             test_kwargs["logical_date"] = logical_date
         dagrun = dag.test(run_conf=conf, **test_kwargs)
     finally:
         root.removeHandler(collector)
+        for param, value in defaults:
+            param.value = value
     result = DagRunResult(run_id=dagrun.run_id, state=str(dagrun.state), log="\n".join(collector.lines))
     with create_session() as session:
         tis = session.scalars(

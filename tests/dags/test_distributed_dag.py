@@ -32,9 +32,6 @@ def test_the_load_task_is_the_master_of_remote_workers(dagbag, tmp_path: Path) -
         "warmup_s": 1,
         "users": 2,
         "expect_workers": 2,
-        # Explicit: dag.test() runs share one DAG object in this session, and an earlier
-        # test's conf ("processes": 1) stays in its params; remote workers refuse it.
-        "processes": 0,
         "namespace": f"optistack_distdag_{secrets.token_hex(3)}",
     }
     try:
