@@ -53,6 +53,8 @@ STORE_LABELS = {
 }
 # Form values meaning "not set": the engine then picks (closed loop, one process per core).
 ZERO_MEANS_UNSET = ("target_rate", "processes", "expect_workers")
+# Form values meaning "no sweep".
+EMPTY_MEANS_UNSET = ("sweep_users", "sweep_target_rates")
 _RUN_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -231,6 +233,29 @@ def benchmark_params() -> dict[str, Param]:
             description="How long to wait for a store to accept a connection.",
             section="Namespace, seed and timeouts",
         ),
+        "sweep_users": Param(
+            [],
+            type="array",
+            items={"type": "integer", "minimum": 1, "maximum": 10_000},
+            maxItems=20,
+            uniqueItems=True,
+            title="Sweep users",
+            description="A JSON list such as [1, 4, 16, 64]: one complete run per value instead of "
+            "the Users setting, and the report draws p99 against throughput per store (the "
+            "latency-throughput curve). Empty = no sweep. Not together with a target-rate sweep.",
+            section="Sweep",
+        ),
+        "sweep_target_rates": Param(
+            [],
+            type="array",
+            items={"type": "number", "exclusiveMinimum": 0, "maximum": 10_000_000},
+            maxItems=20,
+            uniqueItems=True,
+            title="Sweep target rates (ops/s)",
+            description="A JSON list such as [500, 1000, 2000]: one complete open-loop run per rate "
+            "instead of the Target rate setting, drawn as a latency-throughput curve. Empty = no sweep.",
+            section="Sweep",
+        ),
         "expect_workers": Param(
             0,
             type="integer",
@@ -267,6 +292,9 @@ def options_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(params)
     for name in ZERO_MEANS_UNSET:
         if options.get(name) == 0:
+            options[name] = None
+    for name in EMPTY_MEANS_UNSET:
+        if options.get(name) in ([], ()):
             options[name] = None
     if isinstance(options.get("stores"), tuple):
         options["stores"] = list(options["stores"])
@@ -360,8 +388,11 @@ def _redacted(plan: Any) -> dict[str, Any]:
     return safe.model_dump(mode="json")
 
 
-def plan_run(settings: Mapping[str, Any], run_id: str, command: str) -> dict[str, Any]:
-    """Validate one run completely (settings, workload, URLs, results folder): the redacted plan."""
+def plan_runs(settings: Mapping[str, Any], run_id: str, command: str) -> list[dict[str, Any]]:
+    """Validate one run completely (settings, workload, URLs, results folder): its redacted plans.
+
+    One plan, or one per step of a sweep (`<run id>.u<users>`, `<run id>.r<rate>`).
+    """
     from workloads import runner
 
     options = runner.parse_options({**options_from_params(settings), "run_id": run_id})
@@ -373,10 +404,20 @@ def plan_run(settings: Mapping[str, Any], run_id: str, command: str) -> dict[str
             f"{', '.join(CONNECTION_PREFIX + s for s in missing)} (its URI is the store's URL), or set "
             f"{', '.join(f'OPTISTACK_{s.upper()}_URL' for s in missing)} on the workers"
         )
-    plan = runner.plan(options.model_copy(update={"urls": urls}), command=command)
-    for url in plan.urls.values():
-        _mask(url)
-    return _redacted(plan)
+    plans = runner.plan_sweep(options.model_copy(update={"urls": urls}), command=command)
+    for plan in plans:
+        for url in plan.urls.values():
+            _mask(url)
+    return [_redacted(plan) for plan in plans]
+
+
+def step_label(plan: Mapping[str, Any]) -> str:
+    """`users=4 ` for a step of a users sweep, `rate=500 ` of a rate sweep, else nothing."""
+    sweep = plan.get("sweep")
+    if not sweep:
+        return ""
+    name = "users" if sweep["parameter"] == "users" else "rate"
+    return f"{name}={sweep['value']:g} "
 
 
 def store_runs(plans: Iterable[dict[str, Any]], label_prefix: str = "") -> list[dict[str, Any]]:
@@ -392,19 +433,21 @@ def plan_benchmark(params: Mapping[str, Any], airflow_run_id: str, dag_id: str) 
     """The `plan` task of `optistack_benchmark`: validate the form/conf again, at run time."""
     run_id = engine_run_id(airflow_run_id)
     try:
-        plan = plan_run(params, run_id, command=f"airflow dag {dag_id}, run {airflow_run_id}")
+        plans = plan_runs(params, run_id, command=f"airflow dag {dag_id}, run {airflow_run_id}")
     except OptiStackError as error:
         log.error("refused, nothing was provisioned: %s", error)
         raise
-    log.info(
-        "run %s: workload %s, %s records, stores %s; results under %s",
-        run_id,
-        plan["spec"]["name"],
-        f"{plan['spec']['record_count']:,}",
-        ", ".join(plan["stores"]),
-        plan["results_root"],
-    )
-    return store_runs([plan])
+    for plan in plans:
+        log.info(
+            "run %s: workload %s, %s records, stores %s%s; results under %s",
+            plan["run_id"],
+            plan["spec"]["name"],
+            f"{plan['spec']['record_count']:,}",
+            ", ".join(plan["stores"]),
+            f", sweep step {step_label(plan).strip()}" if plan.get("sweep") else "",
+            plan["results_root"],
+        )
+    return [item for plan in plans for item in store_runs([plan], step_label(plan))]
 
 
 def matrix_path() -> Path:
@@ -438,20 +481,19 @@ def plan_nightly(when: dt.datetime, airflow_run_id: str, dag_id: str) -> list[di
     for index, entry in enumerate(load_matrix(path)):
         run_id = nightly_run_id(when, index)
         try:
-            plans.append(
-                plan_run({**defaults, **entry}, run_id, f"airflow dag {dag_id}, run {airflow_run_id}")
-            )
+            steps = plan_runs({**defaults, **entry}, run_id, f"airflow dag {dag_id}, run {airflow_run_id}")
+            plans += [(index, plan) for plan in steps]
         except OptiStackError as error:
             problems.append(f"entry {index}: {error}")
     if problems:
         message = f"the nightly matrix {path} is not valid, nothing was run:\n" + "\n".join(problems)
         log.error("%s", message)
         raise OptiStackError(message)
-    for plan in plans:
+    for _, plan in plans:
         log.info(
             "run %s: workload %s, stores %s", plan["run_id"], plan["spec"]["name"], ", ".join(plan["stores"])
         )
-    return [item for i, plan in enumerate(plans) for item in store_runs([plan], f"{i}: ")]
+    return [item for i, plan in plans for item in store_runs([plan], f"{i}: {step_label(plan)}")]
 
 
 # --- one stage of one store ----------------------------------------------------------------

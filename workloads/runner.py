@@ -138,7 +138,7 @@ class RunOptions(BaseModel):
         if values is None:
             return None
         if not 2 <= len(values) <= 20:
-            raise ValueError("a sweep needs 2 to 20 values, e.g. --users 1,4,16,64")
+            raise ValueError("a sweep needs 2 to 20 values, such as users 1,4,16,64")
         if any(v <= 0 for v in values) or len(set(values)) != len(values):
             raise ValueError(f"sweep values must be positive and distinct, got {values}")
         return values

@@ -58,6 +58,10 @@ def test_options_from_params_maps_zero_to_unset_and_refuses_unknown_names() -> N
     # 0 remote workers: the load runs in local processes; N: Locust's distributed mode.
     assert options_from_params({**param_defaults(), "expect_workers": 0})["expect_workers"] is None
     assert options_from_params({**param_defaults(), "expect_workers": 3})["expect_workers"] == 3
+    # an empty sweep list: no sweep
+    options = options_from_params({**param_defaults(), "sweep_users": [], "sweep_target_rates": []})
+    assert options["sweep_users"] is None and options["sweep_target_rates"] is None
+    assert options_from_params({**param_defaults(), "sweep_users": [1, 8]})["sweep_users"] == [1, 8]
     with pytest.raises(OptiStackError, match=r"unknown setting.*record_cont"):
         options_from_params({**param_defaults(), "record_cont": 5})
     with pytest.raises(OptiStackError, match=r"unknown setting.*urls"):  # no URLs through a conf
@@ -92,23 +96,23 @@ def test_a_connection_of_another_type_takes_the_stores_scheme(monkeypatch: pytes
 
 
 def test_a_store_without_any_url_is_refused_by_the_plan(tmp_path: Path, monkeypatch) -> None:
-    from optistack_common import param_defaults, plan_run
+    from optistack_common import param_defaults, plan_runs
 
     monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path))
     with pytest.raises(
         OptiStackError,
         match=r"no URL for cassandra: add the Airflow Connection optistack_cassandra .*OPTISTACK_CASSANDRA_URL",
     ):
-        plan_run({**param_defaults(), "stores": ["cassandra"]}, "no-url", "test")
+        plan_runs({**param_defaults(), "stores": ["cassandra"]}, "no-url", "test")
     assert not (tmp_path / "runs").exists()
 
 
 def test_the_plan_in_xcom_has_no_password(tmp_path: Path, monkeypatch) -> None:
-    from optistack_common import hydrate, param_defaults, plan_run
+    from optistack_common import hydrate, param_defaults, plan_runs
 
     monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path))
     monkeypatch.setenv("AIRFLOW_CONN_OPTISTACK_POSTGRES", "postgresql://bench:Sekr1t-pw@db.example:5432/b")
-    plan = plan_run({**param_defaults(), "stores": ["postgres"]}, "redacted", "test")
+    (plan,) = plan_runs({**param_defaults(), "stores": ["postgres"]}, "redacted", "test")
     assert "Sekr1t-pw" not in repr(plan)
     assert plan["urls"] == {"postgres": "postgres://bench:***@db.example:5432/b"}
     assert plan["options"]["urls"] == {}
@@ -157,3 +161,57 @@ def test_the_nightly_plan_names_every_invalid_entry_and_runs_none(tmp_path: Path
     assert "entry 2:" in message and "duratoin_s" in message
     assert "entry 0" not in message
     assert not (tmp_path / "results" / "runs").exists()
+
+
+def test_a_sweep_in_the_form_plans_one_run_per_step(tmp_path: Path, monkeypatch) -> None:
+    from optistack_common import param_defaults, plan_benchmark
+
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path))
+    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://:Sekr1t-pw@127.0.0.1:6379/3")
+    settings = {**param_defaults(), "stores": ["postgres", "redis"], "sweep_target_rates": [250, 1000.5]}
+    monkeypatch.setenv("OPTISTACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    items = plan_benchmark(settings, "manual__x", "optistack_benchmark")
+    assert [item["label"] for item in items] == [
+        "rate=250 postgres",
+        "rate=250 redis",
+        "rate=1000.5 postgres",
+        "rate=1000.5 redis",
+    ]
+    assert [item["plan"]["run_id"] for item in items] == ["manual__x.r250"] * 2 + ["manual__x.r1000.5"] * 2
+    assert [item["plan"]["options"]["target_rate"] for item in items] == [250, 250, 1000.5, 1000.5]
+    assert "Sekr1t-pw" not in repr(items)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"sweep_users": [4]}, "a sweep needs 2 to 20 values"),
+        ({"sweep_users": [1, 4], "sweep_target_rates": [10, 20]}, "sweep either users or target rates"),
+    ],
+)
+def test_a_sweep_the_form_cannot_refuse_is_refused_by_the_plan(
+    tmp_path: Path, monkeypatch, sweep: dict, message: str
+) -> None:
+    from optistack_common import param_defaults, plan_runs
+
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path))
+    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
+    with pytest.raises(OptiStackError, match=message):
+        plan_runs({**param_defaults(), "stores": ["redis"], **sweep}, "bad-sweep", "test")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_nightly_entry_may_be_a_sweep(tmp_path: Path, monkeypatch) -> None:
+    from optistack_common import plan_nightly
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("runs:\n  - {stores: [redis]}\n  - {stores: [redis], sweep_users: [1, 8]}\n")
+    monkeypatch.setenv("OPTISTACK_NIGHTLY_MATRIX", str(matrix))
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
+    items = plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
+    assert [(item["label"], item["plan"]["run_id"]) for item in items] == [
+        ("0: redis", "nightly-20260102T0200Z-0"),
+        ("1: users=1 redis", "nightly-20260102T0200Z-1.u1"),
+        ("1: users=8 redis", "nightly-20260102T0200Z-1.u8"),
+    ]

@@ -90,6 +90,7 @@ def test_form_params_explain_themselves_and_defaults_run(dagbag) -> None:
     assert (options.record_count, options.duration_s, options.users, options.warmup_s) == (10_000, 30, 16, 5)
     assert (options.target_rate, options.processes) == (None, None)  # 0 in the form: closed loop, per core
     assert options.expect_workers is None  # 0 in the form: local load processes
+    assert (options.sweep_users, options.sweep_target_rates) == (None, None)  # [] in the form: no sweep
     assert (options.field_count, options.field_length, options.teardown) == (10, 100, True)
 
 
@@ -134,6 +135,11 @@ def test_workload_dropdown_lists_core_and_custom_workloads(dagbag) -> None:
         ("field_length", 1_000_001),
         ("teardown", "maybe"),
         ("namespace", "users"),
+        ("sweep_users", [0, 4]),
+        ("sweep_users", [4, 4]),
+        ("sweep_users", list(range(1, 22))),
+        ("sweep_target_rates", [0, 100]),
+        ("sweep_target_rates", "100,200"),
     ],
 )
 def test_form_refuses_impossible_values(dagbag, name: str, value: object) -> None:
