@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
 import pytest
 
 from workloads.stores import get_store, store_names
@@ -137,3 +143,41 @@ def test_namespace_must_be_optistack_prefixed() -> None:
 
     with pytest.raises(OptiStackError, match="must start with 'optistack_'"):
         StoreSettings(namespace="users")
+
+
+@pytest.mark.parametrize("name", store_names())
+def test_concurrent_users_work_under_gevent_monkey_patching(name: str, store_server) -> None:
+    """Locust's users are greenlets in one monkey-patched process: five of them, each with its
+    own connection, interleave writes and reads and every write lands."""
+    target = store_server(name)
+    namespace = f"optistack_t_{uuid.uuid4().hex[:10]}"  # other runs may share the server
+    script = textwrap.dedent(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import gevent
+        from workloads.stores import get_store
+        from workloads.stores.base import StoreSettings
+        settings = StoreSettings(namespace={namespace!r}, field_count=1)
+        admin = get_store({name!r}).connect({target.url!r}, settings)
+        admin.provision()
+        def user(n):
+            with get_store({name!r}).connect({target.url!r}, settings) as store:
+                for i in range(10):
+                    store.insert(f"u{{n}}-{{i:02d}}", {{"field0": f"x{{n}}"}})
+                    assert store.read(f"u{{n}}-{{i:02d}}") == {{"field0": f"x{{n}}"}}
+                    gevent.sleep(0)  # hand over to the other users between operations
+        try:
+            gevent.joinall([gevent.spawn(user, n) for n in range(5)], raise_error=True)
+            print(admin.count())
+        finally:
+            admin.teardown()
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=Path(__file__).parents[3],
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "50"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -191,33 +188,3 @@ def test_aws_without_a_region_asks_for_one(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     with pytest.raises(OptiStackError, match=r"\?region="):
         get_store("dynamodb").connect("dynamodb://aws", StoreSettings(connect_timeout_s=1))
-
-
-def test_works_under_gevent_monkey_patching(url: str, namespace: str) -> None:
-    script = textwrap.dedent(f"""
-        from gevent import monkey
-        monkey.patch_all()
-        import gevent
-        from workloads.stores import get_store
-        from workloads.stores.base import StoreSettings
-        settings = StoreSettings(namespace={namespace!r}, field_count=1)
-        admin = get_store("dynamodb").connect({url!r}, settings)
-        admin.provision()
-        def user(n):
-            with get_store("dynamodb").connect({url!r}, settings) as store:
-                for i in range(10):
-                    store.insert(f"u{{n}}-{{i:02d}}", {{"field0": "x"}})
-                    assert store.read(f"u{{n}}-{{i:02d}}") == {{"field0": "x"}}
-        gevent.joinall([gevent.spawn(user, n) for n in range(5)], raise_error=True)
-        print(admin.count())
-        admin.teardown()
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=Path(__file__).parents[3],
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "50"

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
@@ -127,33 +123,3 @@ def test_server_info_names_the_real_server(url: str, native) -> None:
     else:
         assert info.product == "MongoDB"
         assert info.version == build["version"]
-
-
-def test_works_under_gevent_monkey_patching(url: str, namespace: str) -> None:
-    script = textwrap.dedent(f"""
-        from gevent import monkey
-        monkey.patch_all()
-        import gevent
-        from workloads.stores import get_store
-        from workloads.stores.base import StoreSettings
-        settings = StoreSettings(namespace={namespace!r}, field_count=1)
-        admin = get_store("mongodb").connect({url!r}, settings)
-        admin.provision()
-        def user(n):
-            with get_store("mongodb").connect({url!r}, settings) as store:
-                for i in range(10):
-                    store.insert(f"u{{n}}-{{i:02d}}", {{"field0": "x"}})
-                    assert store.read(f"u{{n}}-{{i:02d}}") == {{"field0": "x"}}
-        gevent.joinall([gevent.spawn(user, n) for n in range(5)], raise_error=True)
-        print(admin.count())
-        admin.teardown()
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=Path(__file__).parents[3],
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "50"

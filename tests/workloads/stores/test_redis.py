@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -128,36 +127,6 @@ def test_database_path_must_be_a_number() -> None:
     with pytest.raises(OptiStackError, match="database number") as caught:
         get_store("redis").connect("redis://:pw-xyz@127.0.0.1:6379/users")
     assert "pw-xyz" not in str(caught.value)
-
-
-def test_works_under_gevent_monkey_patching(url: str, namespace: str) -> None:
-    script = textwrap.dedent(f"""
-        from gevent import monkey
-        monkey.patch_all()
-        import gevent
-        from workloads.stores import get_store
-        from workloads.stores.base import StoreSettings
-        settings = StoreSettings(namespace={namespace!r}, field_count=1)
-        admin = get_store("redis").connect({url!r}, settings)
-        admin.provision()
-        def user(n):
-            with get_store("redis").connect({url!r}, settings) as store:
-                for i in range(20):
-                    store.insert(f"u{{n}}-{{i:02d}}", {{"field0": "x"}})
-                    assert store.read(f"u{{n}}-{{i:02d}}") == {{"field0": "x"}}
-        gevent.joinall([gevent.spawn(user, n) for n in range(8)], raise_error=True)
-        print(admin.count())
-        admin.teardown()
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).parents[3],
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "160"
 
 
 @pytest.fixture(scope="module")
