@@ -195,7 +195,8 @@ def benchmark_params() -> dict[str, Param]:
             pattern="^optistack_[A-Za-z0-9_]{1,38}$",
             title="Namespace",
             description="Table/collection/keyspace the run creates and drops (optistack_*). "
-            "Give concurrent runs on the same servers different namespaces.",
+            "Give concurrent runs on the same servers different namespaces. The steps of a sweep "
+            "each use <namespace>_<step number>.",
             section="Namespace, seed and timeouts",
         ),
         "seed": Param(
@@ -411,6 +412,49 @@ def plan_runs(settings: Mapping[str, Any], run_id: str, command: str) -> list[di
     return [_redacted(plan) for plan in plans]
 
 
+NAMESPACE_MAX = 48  # the form's pattern: optistack_ and at most 38 more characters
+
+
+def own_namespaces(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each plan of one DAG run its own namespace where two would share one on a store.
+
+    The steps of a sweep, or nightly entries on the same store, would otherwise create,
+    seed and drop the same table: Airflow runs the mapped store groups in its own order,
+    not one plan after the other, so one plan could seed over or drop another's data.
+    Plan N of the DAG run then uses `<namespace>_<N>` (the namespace is not part of what
+    is compared night to night). Plans that share no store keep theirs.
+    """
+    owners: dict[tuple[str, str], int] = {}
+    for plan in plans:
+        for store in plan["stores"]:
+            key = (store, plan["options"]["namespace"])
+            owners[key] = owners.get(key, 0) + 1
+    shared = {key for key, count in owners.items() if count > 1}
+    if not shared:
+        return plans
+    out = []
+    for index, plan in enumerate(plans):
+        namespace = plan["options"]["namespace"]
+        if not any((store, namespace) in shared for store in plan["stores"]):
+            out.append(plan)
+            continue
+        own = f"{namespace}_{index}"
+        if len(own) > NAMESPACE_MAX:
+            raise OptiStackError(
+                f"namespace {namespace!r} is too long to give each of the {len(plans)} runs of this DAG "
+                f"run its own ({own!r} has {len(own)} characters, at most {NAMESPACE_MAX}): shorten it "
+                f"to {NAMESPACE_MAX - len(own) + len(namespace)} characters"
+            )
+        out.append({**plan, "options": {**plan["options"], "namespace": own}})
+    stores = sorted({store for store, _ in shared})
+    log.info(
+        "runs of this DAG run share %s: each uses its own namespace (%s)",
+        ", ".join(stores),
+        ", ".join(f"{p['run_id']}: {p['options']['namespace']}" for p in out),
+    )
+    return out
+
+
 def step_label(plan: Mapping[str, Any]) -> str:
     """`users=4 ` for a step of a users sweep, `rate=500 ` of a rate sweep, else nothing."""
     sweep = plan.get("sweep")
@@ -433,7 +477,9 @@ def plan_benchmark(params: Mapping[str, Any], airflow_run_id: str, dag_id: str) 
     """The `plan` task of `optistack_benchmark`: validate the form/conf again, at run time."""
     run_id = engine_run_id(airflow_run_id)
     try:
-        plans = plan_runs(params, run_id, command=f"airflow dag {dag_id}, run {airflow_run_id}")
+        plans = own_namespaces(
+            plan_runs(params, run_id, command=f"airflow dag {dag_id}, run {airflow_run_id}")
+        )
     except OptiStackError as error:
         log.error("refused, nothing was provisioned: %s", error)
         raise
@@ -485,6 +531,13 @@ def plan_nightly(when: dt.datetime, airflow_run_id: str, dag_id: str) -> list[di
             plans += [(index, plan) for plan in steps]
         except OptiStackError as error:
             problems.append(f"entry {index}: {error}")
+    if not problems:
+        try:
+            isolated = own_namespaces([plan for _, plan in plans])
+        except OptiStackError as error:
+            problems.append(str(error))
+        else:
+            plans = [(index, plan) for (index, _), plan in zip(plans, isolated, strict=True)]
     if problems:
         message = f"the nightly matrix {path} is not valid, nothing was run:\n" + "\n".join(problems)
         log.error("%s", message)
@@ -634,7 +687,13 @@ def detect_regressions(store_runs_: list[dict[str, Any]] | None, fail_on_regress
 
 
 # --- one store, stage by stage ------------------------------------------------------------
-_MAPPED = {"map_index_template": "{{ optistack_label }}"}
+# weight_rule "upstream": a stage outranks the stages before it, so once provision of one
+# (plan, store) has run, its seed goes next, not the provision of the next one. Airflow's
+# default ("downstream") runs a mapped group breadth first: every provision, then every
+# seed, ... and two plans on one store and namespace (a sweep, nightly entries) then seed
+# over each other and measure data the other one will drop. The scheduler orders ready
+# tasks by priority, then map index; with max_active_tasks=1 that is the execution order.
+_MAPPED = {"map_index_template": "{{ optistack_label }}", "weight_rule": "upstream"}
 
 
 @task_group(group_id="store")

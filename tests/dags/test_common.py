@@ -179,6 +179,13 @@ def test_a_sweep_in_the_form_plans_one_run_per_step(tmp_path: Path, monkeypatch)
     ]
     assert [item["plan"]["run_id"] for item in items] == ["manual__x.r250"] * 2 + ["manual__x.r1000.5"] * 2
     assert [item["plan"]["options"]["target_rate"] for item in items] == [250, 250, 1000.5, 1000.5]
+    # the steps share the stores: each gets its own namespace, or one would seed over the other
+    assert [item["plan"]["options"]["namespace"] for item in items] == [
+        "optistack_usertable_0",
+        "optistack_usertable_0",
+        "optistack_usertable_1",
+        "optistack_usertable_1",
+    ]
     assert "Sekr1t-pw" not in repr(items)
 
 
@@ -210,8 +217,48 @@ def test_a_nightly_entry_may_be_a_sweep(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
     items = plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
-    assert [(item["label"], item["plan"]["run_id"]) for item in items] == [
-        ("0: redis", "nightly-20260102T0200Z-0"),
-        ("1: users=1 redis", "nightly-20260102T0200Z-1.u1"),
-        ("1: users=8 redis", "nightly-20260102T0200Z-1.u8"),
+    assert [
+        (item["label"], item["plan"]["run_id"], item["plan"]["options"]["namespace"]) for item in items
+    ] == [
+        ("0: redis", "nightly-20260102T0200Z-0", "optistack_usertable_0"),
+        ("1: users=1 redis", "nightly-20260102T0200Z-1.u1", "optistack_usertable_1"),
+        ("1: users=8 redis", "nightly-20260102T0200Z-1.u8", "optistack_usertable_2"),
     ]
+
+
+def test_nightly_entries_keep_their_namespace_unless_they_share_a_store(tmp_path: Path, monkeypatch) -> None:
+    from optistack_common import plan_nightly
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "runs:\n"
+        "  - {stores: [redis]}\n"
+        "  - {stores: [postgres]}\n"
+        "  - {stores: [redis], namespace: optistack_other}\n"
+    )
+    monkeypatch.setenv("OPTISTACK_NIGHTLY_MATRIX", str(matrix))
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("OPTISTACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    items = plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
+    assert [item["plan"]["options"]["namespace"] for item in items] == [
+        "optistack_usertable",
+        "optistack_usertable",
+        "optistack_other",
+    ]
+
+
+def test_a_namespace_too_long_to_share_is_refused_by_the_plan(tmp_path: Path, monkeypatch) -> None:
+    from optistack_common import param_defaults, plan_benchmark
+
+    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path))
+    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
+    namespace = "optistack_" + "n" * 38  # the longest the form takes
+    settings = {**param_defaults(), "stores": ["redis"], "sweep_users": [1, 2], "namespace": namespace}
+    with pytest.raises(
+        OptiStackError, match=r"too long to give each of the 2 runs .* shorten it to 46 characters"
+    ):
+        plan_benchmark(settings, "manual__x", "optistack_benchmark")
+    settings["namespace"] = "optistack_" + "n" * 36
+    items = plan_benchmark(settings, "manual__x", "optistack_benchmark")
+    assert [len(item["plan"]["options"]["namespace"]) for item in items] == [48, 48]

@@ -37,12 +37,15 @@ def test_a_users_sweep_runs_each_step_and_the_report_draws_the_curve(dagbag, tmp
     assert result.state == "success", result.log[-3000:]
     assert result.labels["store.run"] == ["users=1 redis", "users=3 redis"]
     base = engine_run_id(result.run_id)
-    for users in (1, 3):
+    for step, users in enumerate((1, 3)):
         info = json.loads(
             (results / "runs" / f"run_id={base}.u{users}" / "store=redis" / "run.json").read_text()
         )
         assert info["status"] == "ok"
         assert info["settings"]["users"] == users
+        # each step seeds and drops its own namespace: Airflow may interleave their stages
+        assert info["settings"]["namespace"] == f"{conf['namespace']}_{step}"
+        assert info["seed"]["count"] == 500
         assert info["sweep"] == {"id": base, "parameter": "users", "value": users, "values": [1, 3]}
     (reports,) = result.xcoms["report"]
     assert reports == [str(results / "reports" / f"{base}.u{users}.html") for users in (1, 3)]
