@@ -407,6 +407,22 @@ def _port_answers(port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def _serves(store: str, port: int) -> bool:
+    """Whether the server answers a command, not only accepts connections.
+
+    Valkey listens before it loads its snapshot: while loading it answers `-LOADING`,
+    and a snapshot it cannot read makes it exit a moment after it started listening.
+    """
+    if store != "redis":
+        return True
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def _port_bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # Servers set SO_REUSEADDR too, so a connection in TIME_WAIT does not count as taken.
@@ -433,7 +449,7 @@ def _listens(proc: psutil.Process, port: int) -> bool:
 def _wait_ready(
     pending: Mapping[str, tuple[LocalServer, int]], deadline: float, timeout_s: float
 ) -> tuple[dict[str, LocalServer], dict[str, str]]:
-    """Poll the spawned servers until each listens, exits, or the deadline passes."""
+    """Poll the spawned servers until each serves, exits, or the deadline passes."""
     waiting = dict(pending)
     ready: dict[str, LocalServer] = {}
     failed: dict[str, str] = {}
@@ -447,7 +463,7 @@ def _wait_ready(
                 failed[store] = (
                     f"the {store} server exited{how} before accepting connections on port {server.port}"
                 )
-            elif _listens(proc, server.port):
+            elif _listens(proc, server.port) and _serves(store, server.port):
                 ready[store] = server
             else:
                 continue

@@ -282,6 +282,34 @@ def test_a_server_that_exits_is_reported_with_its_log_tail(tmp_path: Path) -> No
         local_down(tmp_path)
 
 
+def test_up_returns_once_valkey_has_loaded_its_snapshot(tmp_path: Path) -> None:
+    # Valkey listens before it loads dump.rdb; a big one takes long enough to load that a
+    # server counted ready when it accepts a connection still answers LOADING.
+    (port,) = free_ports(1)
+    keys = 1_000_000
+    try:
+        local_up(tmp_path, stores=["redis"], ports={"redis": port})
+        client = redis.Redis(port=port, socket_timeout=30)
+        for start in range(0, keys, 10_000):
+            client.mset({f"k{n}": "v" for n in range(start, start + 10_000)})
+        client.save()
+        client.close()
+        local_down(tmp_path)
+
+        local_up(tmp_path, stores=["redis"], ports={"redis": port})
+        # A bare PING: redis-py would retry a LOADING answer and hide it.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(64) == b"+PONG\r\n"
+        client = redis.Redis(port=port, socket_timeout=30)
+        try:
+            assert client.dbsize() == keys
+        finally:
+            client.close()
+    finally:
+        local_down(tmp_path)
+
+
 def test_a_stale_mongodb_pid_file_does_not_block_a_start(tmp_path: Path) -> None:
     # After a kill -9, nx-27017 leaves its pid file behind; here it names a live
     # process that is not nx-27017 (this one), as a recycled pid would.
