@@ -75,7 +75,7 @@ class Airflow:
 
 @pytest.fixture
 def airflow(tmp_path: Path) -> Iterator[Airflow]:
-    port = free_port()
+    port, worker_logs, trigger_logs = free_port(), free_port(), free_port()
     home = tmp_path / "airflow_home"
     home.mkdir()
     env = {
@@ -88,6 +88,9 @@ def airflow(tmp_path: Path) -> Iterator[Airflow]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        # its log servers too, so an Airflow already running on this machine does not clash
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_logs),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
         "OPTISTACK_RESULTS": str(tmp_path / "results"),
         "OPTISTACK_POSTGRES_URL": POSTGRES,
     }
