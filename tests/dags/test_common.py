@@ -141,21 +141,28 @@ def test_a_malformed_matrix_file_is_refused(tmp_path: Path, text: str, message: 
         load_matrix(path)
 
 
-def test_the_nightly_plan_names_every_invalid_entry_and_runs_none(tmp_path: Path, monkeypatch) -> None:
+def plan_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *entries: str) -> list[dict]:
+    """`plan_nightly` on a matrix of these entries (YAML flow mappings), redis and postgres set."""
     from optistack_common import plan_nightly
 
     matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(
-        "runs:\n"
-        "  - {stores: [redis], workload: a}\n"
-        "  - {stores: [redis], record_count: 0}\n"
-        "  - {stores: [redis], users: 4, duratoin_s: 3}\n"
-    )
+    matrix.write_text("runs:\n" + "".join(f"  - {entry}\n" for entry in entries))
     monkeypatch.setenv("OPTISTACK_NIGHTLY_MATRIX", str(matrix))
     monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("OPTISTACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    return plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
+
+
+def test_the_nightly_plan_names_every_invalid_entry_and_runs_none(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(OptiStackError) as refused:
-        plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
+        plan_matrix(
+            tmp_path,
+            monkeypatch,
+            "{stores: [redis], workload: a}",
+            "{stores: [redis], record_count: 0}",
+            "{stores: [redis], users: 4, duratoin_s: 3}",
+        )
     message = str(refused.value)
     assert "entry 1:" in message and "record_count" in message
     assert "entry 2:" in message and "duratoin_s" in message
@@ -209,14 +216,7 @@ def test_a_sweep_the_form_cannot_refuse_is_refused_by_the_plan(
 
 
 def test_a_nightly_entry_may_be_a_sweep(tmp_path: Path, monkeypatch) -> None:
-    from optistack_common import plan_nightly
-
-    matrix = tmp_path / "matrix.yaml"
-    matrix.write_text("runs:\n  - {stores: [redis]}\n  - {stores: [redis], sweep_users: [1, 8]}\n")
-    monkeypatch.setenv("OPTISTACK_NIGHTLY_MATRIX", str(matrix))
-    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
-    items = plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
+    items = plan_matrix(tmp_path, monkeypatch, "{stores: [redis]}", "{stores: [redis], sweep_users: [1, 8]}")
     assert [
         (item["label"], item["plan"]["run_id"], item["plan"]["options"]["namespace"]) for item in items
     ] == [
@@ -227,20 +227,13 @@ def test_a_nightly_entry_may_be_a_sweep(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_nightly_entries_keep_their_namespace_unless_they_share_a_store(tmp_path: Path, monkeypatch) -> None:
-    from optistack_common import plan_nightly
-
-    matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(
-        "runs:\n"
-        "  - {stores: [redis]}\n"
-        "  - {stores: [postgres]}\n"
-        "  - {stores: [redis], namespace: optistack_other}\n"
+    items = plan_matrix(
+        tmp_path,
+        monkeypatch,
+        "{stores: [redis]}",
+        "{stores: [postgres]}",
+        "{stores: [redis], namespace: optistack_other}",
     )
-    monkeypatch.setenv("OPTISTACK_NIGHTLY_MATRIX", str(matrix))
-    monkeypatch.setenv("OPTISTACK_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("OPTISTACK_REDIS_URL", "redis://127.0.0.1:6379/3")
-    monkeypatch.setenv("OPTISTACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    items = plan_nightly(dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC), "scheduled__x", "optistack_nightly")
     assert [item["plan"]["options"]["namespace"] for item in items] == [
         "optistack_usertable",
         "optistack_usertable",
