@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ STORE_LABELS = {
 }
 # Form values meaning "not set": the engine then picks (closed loop, one process per core).
 ZERO_MEANS_UNSET = ("target_rate", "processes", "expect_workers")
+NAMESPACE_MAX = 48  # characters, optistack_ included: Cassandra's keyspace limit, the shortest
 # Form values meaning "no sweep".
 EMPTY_MEANS_UNSET = ("sweep_users", "sweep_target_rates")
 _RUN_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -192,7 +194,7 @@ def benchmark_params() -> dict[str, Param]:
         "namespace": Param(
             "optistack_usertable",
             type="string",
-            pattern="^optistack_[A-Za-z0-9_]{1,38}$",
+            pattern=f"^optistack_[A-Za-z0-9_]{{1,{NAMESPACE_MAX - len('optistack_')}}}$",
             title="Namespace",
             description="Table/collection/keyspace the run creates and drops (optistack_*). "
             "Give concurrent runs on the same servers different namespaces. The steps of a sweep "
@@ -412,9 +414,6 @@ def plan_runs(settings: Mapping[str, Any], run_id: str, command: str) -> list[di
     return [_redacted(plan) for plan in plans]
 
 
-NAMESPACE_MAX = 48  # the form's pattern: optistack_ and at most 38 more characters
-
-
 def own_namespaces(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give each plan of one DAG run its own namespace where two would share one on a store.
 
@@ -424,11 +423,7 @@ def own_namespaces(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Plan N of the DAG run then uses `<namespace>_<N>` (the namespace is not part of what
     is compared night to night). Plans that share no store keep theirs.
     """
-    owners: dict[tuple[str, str], int] = {}
-    for plan in plans:
-        for store in plan["stores"]:
-            key = (store, plan["options"]["namespace"])
-            owners[key] = owners.get(key, 0) + 1
+    owners = Counter((store, plan["options"]["namespace"]) for plan in plans for store in plan["stores"])
     shared = {key for key, count in owners.items() if count > 1}
     if not shared:
         return plans
@@ -692,7 +687,9 @@ def detect_regressions(store_runs_: list[dict[str, Any]] | None, fail_on_regress
 # default ("downstream") runs a mapped group breadth first: every provision, then every
 # seed, ... and two plans on one store and namespace (a sweep, nightly entries) then seed
 # over each other and measure data the other one will drop. The scheduler orders ready
-# tasks by priority, then map index; with max_active_tasks=1 that is the execution order.
+# tasks by priority, then map index, and max_active_tasks=1 runs one at a time. Not strict:
+# a stage that becomes ready while another finishes can miss a scheduling round, so
+# `own_namespaces` is what keeps plans' data apart; this keeps the groups in order.
 _MAPPED = {"map_index_template": "{{ optistack_label }}", "weight_rule": "upstream"}
 
 
