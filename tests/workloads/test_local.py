@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pymongo
 import pytest
 import redis
 
+from workloads import local
 from workloads.errors import OptiStackError
 from workloads.local import (
     LOCAL_STORES,
@@ -280,6 +282,51 @@ def test_a_server_that_exits_is_reported_with_its_log_tail(tmp_path: Path) -> No
         assert left == [], f"processes still running from {tmp_path}: {left}"
     finally:
         local_down(tmp_path)
+
+
+# Listens, then its main thread exits while another thread keeps the process (and
+# its socket) for 2 s more: what Valkey does when it exits on a fatal error.
+MAIN_THREAD_EXITS_FIRST = """
+import ctypes, os, socket, sys, threading, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+threading.Thread(target=lambda: (time.sleep(2), os._exit(1))).start()
+print("listening", flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_server_counted_as_exited_has_released_its_port(tmp_path: Path) -> None:
+    # Its main thread gone, the process shows as a zombie while its socket still
+    # listens; `up` must not report "exited" (and let the user retry on that port) yet.
+    (port,) = free_ports(1)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MAIN_THREAD_EXITS_FIRST, str(port)], stdout=subprocess.PIPE
+    )
+    local._CHILDREN[proc.pid] = proc
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        status = psutil.Process(proc.pid)
+        while status.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.01)
+        assert listener(port) is not None  # the zombie still holds the socket
+        server = LocalServer(
+            "redis",
+            f"redis://127.0.0.1:{port}/0",
+            proc.pid,
+            port,
+            "test",
+            tmp_path / "log",
+            status.create_time(),
+        )
+        assert local._process(server) is None
+        assert listener(port) is None
+        assert proc.returncode == 1
+    finally:
+        local._CHILDREN.pop(proc.pid, None)
+        proc.kill()
+        proc.wait()
 
 
 def test_up_returns_once_valkey_has_loaded_its_snapshot(tmp_path: Path) -> None:
