@@ -274,7 +274,10 @@ def test_a_store_killed_mid_run_is_published_degraded_and_the_other_store_is_una
     first_error = total.index[total["errors"] > 0][0]
     assert first_error >= 1 and (total.loc[: first_error - 1, "ops"] > 0).all(), total
     after = total.loc[first_error + 1 :]
-    assert len(after) >= 2 and (after["ops"] == 0).all() and (after["errors"] > 0).all(), total
+    # Users retry the connection a second apart, so a one-second bucket can fall between
+    # two attempts; no two seconds in a row go without one.
+    assert len(after) >= 2 and (after["ops"] == 0).all(), total
+    assert (after["errors"].rolling(2).sum().iloc[1:] > 0).all(), total
 
     validation = json.loads((redis_dir / "validation.json").read_text())
     assert validation["success"] is False

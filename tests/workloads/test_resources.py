@@ -103,7 +103,7 @@ def test_a_postgres_run_samples_load_processes_server_and_pg_stat_database(tmp_p
     # The server rows are the postmaster's tree: its pid is the parent of a backend's.
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    postmaster = psutil.Process(backend).ppid()
+        postmaster = psutil.Process(backend).ppid()  # while connected: the backend exits on close
     server = frame[frame["source"] == "server"]
     assert set(server["pid"]) == {postmaster}
     assert server["process"].iloc[0] == f"{psutil.Process(postmaster).name()} {postmaster}"
