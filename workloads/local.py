@@ -629,10 +629,12 @@ def _wait_exit(proc: psutil.Process, timeout_s: float) -> bool:
     # Not our child (the postmaster, or a server started by an earlier CLI run): a
     # dead one may linger as a zombie until its new parent reaps it, so poll status
     # instead of psutil's wait(), which counts a zombie as alive.
+    # A zombie whose other threads still run (Valkey's, after its main thread exited)
+    # holds its sockets until the last one ends: only then is its port free.
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if proc.status() == psutil.STATUS_ZOMBIE and proc.num_threads() <= 1:
                 return True
         except psutil.NoSuchProcess:
             return True

@@ -297,36 +297,46 @@ ctypes.CDLL(None).pthread_exit(None)
 """
 
 
-def test_a_server_counted_as_exited_has_released_its_port(tmp_path: Path) -> None:
-    # Its main thread gone, the process shows as a zombie while its socket still
-    # listens; `up` must not report "exited" (and let the user retry on that port) yet.
-    (port,) = free_ports(1)
+@contextlib.contextmanager
+def main_thread_exited(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A process listening on `port` whose main thread has exited: a zombie, yet listening."""
     proc = subprocess.Popen(
         [sys.executable, "-c", MAIN_THREAD_EXITS_FIRST, str(port)], stdout=subprocess.PIPE
     )
-    local._CHILDREN[proc.pid] = proc
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
-        status = psutil.Process(proc.pid)
-        while status.status() != psutil.STATUS_ZOMBIE:
+        while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:
             time.sleep(0.01)
-        assert listener(port) is not None  # the zombie still holds the socket
-        server = LocalServer(
-            "redis",
-            f"redis://127.0.0.1:{port}/0",
-            proc.pid,
-            port,
-            "test",
-            tmp_path / "log",
-            status.create_time(),
-        )
-        assert local._process(server) is None
-        assert listener(port) is None
-        assert proc.returncode == 1
+        assert listener(port) is not None
+        yield proc
     finally:
-        local._CHILDREN.pop(proc.pid, None)
         proc.kill()
         proc.wait()
+
+
+def test_a_server_counted_as_exited_has_released_its_port(tmp_path: Path) -> None:
+    # `up` must not report "exited" (and let the user retry on that port) while it listens.
+    (port,) = free_ports(1)
+    with main_thread_exited(port) as proc:
+        local._CHILDREN[proc.pid] = proc
+        try:
+            started = psutil.Process(proc.pid).create_time()
+            server = LocalServer(
+                "redis", f"redis://127.0.0.1:{port}/0", proc.pid, port, "test", tmp_path / "log", started
+            )
+            assert local._process(server) is None
+            assert listener(port) is None
+            assert proc.returncode == 1
+        finally:
+            local._CHILDREN.pop(proc.pid, None)
+
+
+def test_stopping_a_server_of_an_earlier_run_waits_until_its_port_is_free() -> None:
+    # Not this process's child (`down` after another `up`): no waitpid, only its status.
+    (port,) = free_ports(1)
+    with main_thread_exited(port) as proc:
+        assert local._wait_exit(psutil.Process(proc.pid), 10.0) is True
+        assert listener(port) is None
 
 
 def test_up_returns_once_valkey_has_loaded_its_snapshot(tmp_path: Path) -> None:
