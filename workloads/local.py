@@ -397,13 +397,10 @@ def _process(server: LocalServer) -> psutil.Process | None:
         if abs(proc.create_time() - server.started_at) > 0.5:
             return None  # the pid now belongs to another process
         if proc.status() == psutil.STATUS_ZOMBIE:
-            if child is not None:
-                # A threaded server (Valkey) whose main thread has exited shows as a
-                # zombie while its other threads still hold its sockets open. Reap it,
-                # so that "exited" means its port is free for the next `up`.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(5.0)
-                    del _CHILDREN[server.pid]
+            # A threaded server (Valkey) whose main thread has exited is a zombie
+            # while its other threads still hold its sockets: wait for those, so that
+            # "exited" means its port is free for the next `up`.
+            _wait_exit(proc, 5.0)
             return None
         return proc
     except psutil.Error:
