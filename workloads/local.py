@@ -416,10 +416,10 @@ def _port_answers(port: int, timeout_s: float = 0.5) -> bool:
 
 
 def _serves(store: str, port: int) -> bool:
-    """Whether the server answers its kind's probe (a kind without one: accepting is enough)."""
+    """Whether the server answers its kind's probe (a kind without one: accepts a connection)."""
     probe = _KINDS[store].probe
     if probe is None:
-        return True
+        return _port_answers(port)
     request, answer = probe
     try:
         with socket.create_connection((HOST, port), timeout=0.5) as sock:
@@ -441,15 +441,14 @@ def _port_bindable(port: int) -> bool:
 
 
 def _listens(proc: psutil.Process, port: int) -> bool:
-    """True when `proc` itself listens on `port` and a connection gets through."""
+    """True when `proc` itself listens on `port` (or its sockets cannot be read)."""
     try:
         sockets = proc.net_connections(kind="inet")
     except psutil.AccessDenied:
-        return _port_answers(port)
+        return True  # another user's process: whether the port serves is the test then
     except psutil.Error:
         return False
-    own = any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in sockets)
-    return own and _port_answers(port)
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in sockets)
 
 
 def _wait_ready(
@@ -777,7 +776,7 @@ def _start_postgres(state_dir: Path, port: int, timeout_s: float) -> LocalServer
     if pid is not None:
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(pid)
-    if code != 0 or proc is None or not _listens(proc, port):
+    if code != 0 or proc is None or not (_listens(proc, port) and _serves("postgres", port)):
         _pg_ctl_stop(state_dir, DEFAULT_STOP_TIMEOUT_S)
         raise OptiStackError(
             f"the postgres server did not become ready on port {port} (pg_ctl exit code {code})\n"

